@@ -1,0 +1,128 @@
+"""BRAT standoff folders <-> notes.
+
+Each document is NAME.txt (UTF-8) with NAME.ann, whose lines are
+`T<n>\\t<LABEL> <start> <end>\\t<surface>`. Offsets count a leading byte-order mark as one
+character, as MEDDOCAN's do, so the text is decoded with plain utf-8, never utf-8-sig.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from sdeid.schema import Note, NoteError, Span, validate_note
+
+_SPAN_LINE = re.compile(r"^(T\d+)\t(\S+) (\d+) (\d+)\t(.*)$")
+
+
+def read_brat(folder, labels=None, allow_overlap: bool = False) -> list[Note]:
+    """Read every NAME.txt/NAME.ann pair in `folder`, sorted by name, and validate them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NoteError(f"{folder}: not a folder")
+    txts = {p.stem for p in folder.glob("*.txt")}
+    anns = {p.stem for p in folder.glob("*.ann")}
+    if not txts and not anns:
+        raise NoteError(f"{folder}: no .txt or .ann files (empty corpus folder)")
+    for stem in sorted(txts ^ anns):
+        have, missing = (".txt", ".ann") if stem in txts else (".ann", ".txt")
+        raise NoteError(f"{folder / (stem + have)}: has no matching {stem}{missing}")
+    return [
+        read_brat_document(folder / f"{stem}.txt", labels, allow_overlap) for stem in sorted(txts)
+    ]
+
+
+def read_brat_document(txt_path, labels=None, allow_overlap: bool = False) -> Note:
+    txt_path = Path(txt_path)
+    ann_path = txt_path.with_suffix(".ann")
+    text = _read_utf8(txt_path)
+    ann = _read_utf8(ann_path)
+    spans = []
+    # split on \n only: str.splitlines would also break at U+2028 or \x85 inside a surface.
+    for lineno, line in enumerate(ann.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        where = f"{ann_path}:{lineno}"
+        m = _SPAN_LINE.match(line)
+        if m is None:
+            raise NoteError(
+                f"{where}: not a text-bound annotation line 'T<n><TAB><LABEL> <start> <end>"
+                f"<TAB><surface>' (discontinuous spans, relations, events, attributes and "
+                f"notes are not supported)"
+            )
+        _, label, start, end, surface = m.groups()
+        start, end = int(start), int(end)
+        if not 0 <= start < end <= len(text):
+            raise NoteError(
+                f"{where}: offsets [{start}, {end}) are not inside {txt_path.name} "
+                f"({len(text)} characters)"
+            )
+        if text[start:end] != surface:
+            raise NoteError(
+                f"{where}: surface string ({len(surface)} characters) does not match the text "
+                f"at [{start}, {end}) of {txt_path.name}"
+            )
+        spans.append(Span(start, end, label))
+    note = Note(txt_path.stem, text, sorted(spans), source=str(txt_path.parent), annotator="gold")
+    validate_note(note, labels, allow_overlap, where=str(ann_path))
+    return note
+
+
+def _read_utf8(path: Path) -> str:
+    if not path.is_file():
+        raise NoteError(f"{path}: file not found")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise NoteError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x} at offset "
+                        f"{e.start})") from None
+
+
+def write_brat(notes, folder, overwrite: bool = False) -> Path:
+    """Write notes as NAME.txt/NAME.ann into `folder`, all or nothing.
+
+    Everything is validated and written into a temporary sibling folder first, then renamed
+    into place, so a failure leaves no half-written folder and never touches an existing one
+    unless `overwrite` is set.
+    """
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise NoteError(f"{folder}: exists and is not empty (pass overwrite to replace it)")
+    seen = set()
+    for note in notes:
+        validate_note(note, allow_overlap=True)
+        if note.doc_id in seen:
+            raise NoteError(f"{note.doc_id}: duplicate doc_id")
+        if "/" in note.doc_id or note.doc_id.startswith("."):
+            raise NoteError(f"{note.doc_id}: doc_id is not a safe file name")
+        for s in note.spans:
+            if "\n" in note.text[s.start : s.end]:
+                raise NoteError(f"{note.doc_id}: span [{s.start}, {s.end}) crosses a line break, "
+                                "which BRAT's one-line surface field cannot hold")
+        seen.add(note.doc_id)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        for note in notes:
+            # newline="" keeps \r\n and lone \r as they are, so offsets stay valid.
+            with open(tmp / f"{note.doc_id}.txt", "w", encoding="utf-8", newline="") as f:
+                f.write(note.text)
+            lines = [
+                f"T{i}\t{s.label} {s.start} {s.end}\t{note.text[s.start:s.end]}\n"
+                for i, s in enumerate(sorted(note.spans), start=1)
+            ]
+            with open(tmp / f"{note.doc_id}.ann", "w", encoding="utf-8", newline="") as f:
+                f.writelines(lines)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder

@@ -1,0 +1,129 @@
+"""The `sdeid` command. Subcommands import their heavy libraries only when they run, so
+`sdeid --help` and `import sdeid` stay light."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _ner_train(args):
+    from sdeid.config import load_config
+    from sdeid.ner_job import run_ner_train
+    from sdeid.ner_train import NerTrainConfig
+
+    cfg = load_config(NerTrainConfig, args.config, args.set)
+    if args.dry_run:
+        from sdeid.config import config_to_dict
+
+        print(json.dumps(config_to_dict(cfg), indent=2))
+        return 0
+    result = run_ner_train(cfg, args.out, ray_address=args.address)
+    summary = {k: result[k] for k in ("best_epoch", "best_dev_f1", "train_wall_s")}
+    if "test" in result:
+        summary.update(test_strict_f1=result["test"]["strict"]["f1"],
+                       test_token_f1=result["test"]["token"]["f1"],
+                       inference_docs_per_s=result["inference_docs_per_s"])
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _ner_evaluate(args):
+    from sdeid.metrics import per_label_table
+    from sdeid.ner_job import evaluate_model
+    from sdeid.parquet_io import read_corpus
+
+    gold = read_corpus(args.gold)
+    scores, preds, docs_per_s = evaluate_model(args.model, gold)
+    if args.predictions:
+        from sdeid.brat import write_brat
+
+        write_brat(preds, args.predictions, overwrite=args.overwrite)
+    print(per_label_table(scores))
+    print(json.dumps({"strict": scores["strict"], "token": scores["token"],
+                      "docs_per_s": docs_per_s}, indent=2))
+    return 0
+
+
+def _ner_predict(args):
+    from sdeid.ner_predict import NerTagger
+    from sdeid.parquet_io import read_corpus
+
+    notes = read_corpus(args.input, labels=None, allow_overlap=True)
+    preds = NerTagger(args.model).tag(notes)
+    if args.format == "brat":
+        from sdeid.brat import write_brat
+
+        write_brat(preds, args.out, overwrite=args.overwrite)
+    else:
+        from sdeid.parquet_io import write_notes_parquet
+
+        write_notes_parquet(preds, args.out)
+    print(f"tagged {len(preds)} notes, {sum(len(n.spans) for n in preds)} spans -> {args.out}")
+    return 0
+
+
+def _data_stats(args):
+    from sdeid.corpus_stats import corpus_stats, format_stats
+    from sdeid.parquet_io import read_corpus
+
+    stats = corpus_stats(read_corpus(args.corpus, labels=None, allow_overlap=args.allow_overlap))
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sdeid", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ner = sub.add_parser("ner", help="train, evaluate and apply the PHI tagger").add_subparsers(
+        dest="ner_command", required=True)
+    t = ner.add_parser("train", help="fine-tune an encoder on a gold corpus (Ray Train)")
+    t.add_argument("--config", required=True, help="YAML with NerTrainConfig fields")
+    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable)")
+    t.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+    t.set_defaults(func=_ner_train)
+
+    e = ner.add_parser("evaluate", help="score a model on a gold corpus (strict and token F1)")
+    e.add_argument("--model", required=True)
+    e.add_argument("--gold", required=True, help="BRAT folder or Parquet notes")
+    e.add_argument("--predictions", help="also write the predictions as BRAT here")
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(func=_ner_evaluate)
+
+    pr = ner.add_parser("predict", help="tag a corpus; BRAT or Parquet out")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--input", required=True, help="BRAT folder or Parquet notes")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--format", choices=["brat", "parquet"], default="brat")
+    pr.add_argument("--overwrite", action="store_true")
+    pr.set_defaults(func=_ner_predict)
+
+    data = sub.add_parser("data", help="corpus tools").add_subparsers(dest="data_command",
+                                                                         required=True)
+    s = data.add_parser("stats", help="documents, spans per label, characters")
+    s.add_argument("corpus", help="BRAT folder or Parquet notes")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--allow-overlap", action="store_true")
+    s.set_defaults(func=_data_stats)
+    return p
+
+
+def main(argv=None) -> int:
+    from sdeid.config import ConfigError
+    from sdeid.schema import NoteError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (NoteError, ConfigError, FileNotFoundError) as e:
+        print(f"sdeid: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

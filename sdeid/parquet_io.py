@@ -1,0 +1,124 @@
+"""Notes <-> Parquet shards, on local paths or any pyarrow filesystem URI, and <-> HF datasets.
+
+A shard is written under a temporary name and renamed when complete, so a reader never sees
+a partial file and a crash leaves at most a stray temporary that the next write ignores.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sdeid.schema import NOTE_COLUMNS, Note, NoteError, Span, arrow_schema, validate_note
+
+
+def _filesystem(uri: str):
+    from pyarrow import fs
+
+    return fs.FileSystem.from_uri(uri) if "://" in uri else (fs.LocalFileSystem(), uri)
+
+
+def notes_to_table(notes, extra_columns: dict | None = None):
+    import pyarrow as pa
+
+    rows = {
+        "doc_id": [n.doc_id for n in notes],
+        "text": [n.text for n in notes],
+        "spans": [[vars(s) for s in n.spans] for n in notes],
+        "source": [n.source for n in notes],
+        "annotator": [n.annotator for n in notes],
+    }
+    table = pa.Table.from_pydict(rows, schema=arrow_schema())
+    for name, values in (extra_columns or {}).items():
+        table = table.append_column(name, pa.array(values))
+    return table
+
+
+def table_to_notes(table, where: str = "", labels=None, allow_overlap: bool = False):
+    missing = [c for c in NOTE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise NoteError(f"{where}: missing note column(s) {missing}; has {table.column_names}")
+    notes = []
+    for row, rec in enumerate(table.select(list(NOTE_COLUMNS)).to_pylist()):
+        if rec["doc_id"] is None or rec["text"] is None or rec["spans"] is None:
+            raise NoteError(f"{where}: row {row}: doc_id, text and spans must not be null")
+        note = Note(
+            rec["doc_id"],
+            rec["text"],
+            sorted(Span(s["start"], s["end"], s["label"], s["score"]) for s in rec["spans"]),
+            rec["source"] or "",
+            rec["annotator"] or "",
+        )
+        validate_note(note, labels, allow_overlap, where=f"{where}: row {row} ({note.doc_id})")
+        notes.append(note)
+    return notes
+
+
+def write_notes_parquet(notes, uri: str, extra_columns: dict | None = None) -> str:
+    """Validate then write one shard atomically (temporary name, then rename)."""
+    import pyarrow.parquet as pq
+
+    for note in notes:
+        validate_note(note, allow_overlap=True)
+    table = notes_to_table(notes, extra_columns)
+    fs, path = _filesystem(uri)
+    parent = path.rsplit("/", 1)[0] if "/" in path else "."
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.{path.rsplit('/', 1)[-1]}.tmp-{uuid.uuid4().hex}"
+    try:
+        pq.write_table(table, tmp, filesystem=fs)
+        fs.move(tmp, path)
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except OSError:
+            pass
+        raise
+    return uri
+
+
+def read_notes_parquet(uri: str, labels=None, allow_overlap: bool = False) -> list[Note]:
+    """Read a shard file, or every *.parquet shard in a folder (sorted), into notes."""
+    import pyarrow.parquet as pq
+    from pyarrow import fs as pafs
+
+    fs, path = _filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise NoteError(f"{uri}: not found")
+    if info.type == pafs.FileType.Directory:
+        files = sorted(
+            f.path
+            for f in fs.get_file_info(pafs.FileSelector(path))
+            if f.path.endswith(".parquet") and not f.base_name.startswith(".")
+        )
+        if not files:
+            raise NoteError(f"{uri}: no .parquet shards in this folder")
+    else:
+        files = [path]
+    notes = []
+    for f in files:
+        try:
+            table = pq.read_table(f, filesystem=fs)
+        except Exception as e:  # pyarrow raises several types for a damaged file
+            raise NoteError(f"{f}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+        notes.extend(table_to_notes(table, where=f, labels=labels, allow_overlap=allow_overlap))
+    return notes
+
+
+def notes_to_hf_dataset(notes):
+    """A Hugging Face `datasets.Dataset` with the note columns (spans as a list of structs)."""
+    import datasets
+
+    return datasets.Dataset(notes_to_table(notes))
+
+
+def read_corpus(path: str, labels=None, allow_overlap: bool = False) -> list[Note]:
+    """A BRAT folder or Parquet notes (file or folder of shards), whichever `path` holds."""
+    from pathlib import Path
+
+    p = Path(path)
+    if "://" not in path and p.is_dir() and not any(p.glob("*.parquet")):
+        from sdeid.brat import read_brat
+
+        return read_brat(p, labels, allow_overlap)
+    return read_notes_parquet(path, labels, allow_overlap)

@@ -1,0 +1,35 @@
+"""A real 2-worker Ray Train run (gloo, DDP) of a tiny BERT built from a config."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import toy_notes
+
+from sdeid.brat import read_brat, write_brat
+from sdeid.manifest import read_manifest
+from sdeid.ner_job import run_ner_train
+from sdeid.ner_train import NerTrainConfig
+
+
+def test_two_worker_ray_train_learns_the_toy_corpus(tmp_path, tiny_bert, local_ray):
+    train = write_brat(toy_notes(copies=8), tmp_path / "train")
+    dev = write_brat(toy_notes(), tmp_path / "dev")
+    cfg = NerTrainConfig(train=str(train), dev=str(dev), test=str(dev), base_model=str(tiny_bert),
+                         epochs=12, batch_size=4, learning_rate=5e-3, warmup_ratio=0.0,
+                         max_length=24, stride=6, num_workers=2, cpus_per_worker=1, log_every=1000)
+    result = run_ner_train(cfg, tmp_path / "out")
+
+    losses = [m["train_loss"] for m in result["epochs"]]
+    assert len(losses) == 12 and losses[-1] < 0.5 * losses[0]
+    best = max(result["epochs"], key=lambda m: m["dev_f1"])
+    assert result["best_epoch"] == best["epoch"] and best["dev_f1"] > 0.5
+    assert result["test"]["strict"]["f1"] == best["dev_f1"]  # dev == test here: same best model
+
+    out = tmp_path / "out"
+    assert json.loads((out / "metrics.json").read_text())["best_epoch"] == result["best_epoch"]
+    preds = read_brat(out / "test_predictions")
+    assert [n.doc_id for n in preds] == sorted(n.doc_id for n in toy_notes())
+    manifest = read_manifest(out)
+    assert manifest["stage"] == "ner_train" and manifest["config"]["num_workers"] == 2
+    assert len(manifest["inputs"]["train"]["sha256"]) == 64
