@@ -17,8 +17,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMAND = ["sdeid", "ner", "train", "--config", "configs/ner-meddocan-cpu.yaml",
-           "--out", "runs/ner-meddocan"]
+COMMAND = [
+    "sdeid",
+    "ner",
+    "train",
+    "--config",
+    "configs/ner-meddocan-cpu.yaml",
+    "--out",
+    "runs/ner-meddocan",
+]
 
 
 def main():
@@ -29,8 +36,9 @@ def main():
     wall = None
     if not args.no_train:
         t0 = time.time()
-        subprocess.run([str(Path(sys.executable).parent / "sdeid"), *COMMAND[1:]], cwd=ROOT,
-                       check=True)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "sdeid"), *COMMAND[1:]], cwd=ROOT, check=True
+        )
         wall = time.time() - t0
     m = json.loads((run_dir / "metrics.json").read_text())
     test = m["test"]
@@ -53,9 +61,12 @@ def main():
     (out / "ner_meddocan.json").write_text(json.dumps(result, indent=2))
     s, t = test["strict"], test["token"]
     lines = [
-        "# Gold NER on MEDDOCAN (all-MiniLM-L6-v2, 2 CPU cores)", "",
-        f"Command: `{result['command']}`", "",
-        "| metric | value |", "|---|---|",
+        "# Gold NER on MEDDOCAN (all-MiniLM-L6-v2, 2 CPU cores)",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        "| metric | value |",
+        "|---|---|",
         f"| test strict entity micro P / R / F1 | {s['precision']:.4f} / {s['recall']:.4f} / "
         f"**{s['f1']:.4f}** |",
         f"| test token-level F1 | {t['f1']:.4f} |",
@@ -65,13 +76,17 @@ def main():
         f"| training throughput | {m['train_tokens_per_s']:.0f} subword tokens/s |",
         f"| inference | {m['inference_docs_per_s']:.2f} documents/s |",
         f"| peak RSS (train worker / driver) | {m['worker_peak_rss_mb']:.0f} / "
-        f"{m['driver_peak_rss_mb']:.0f} MB |", "",
-        "## Test, strict, per label", "",
-        "| label | precision | recall | F1 | gold |", "|---|---|---|---|---|",
+        f"{m['driver_peak_rss_mb']:.0f} MB |",
+        "",
+        "## Test, strict, per label",
+        "",
+        "| label | precision | recall | F1 | gold |",
+        "|---|---|---|---|---|",
     ]
     for lab, v in sorted(test["per_label"].items(), key=lambda kv: -kv[1]["gold"]):
-        lines.append(f"| {lab} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | "
-                     f"{v['gold']} |")
+        lines.append(
+            f"| {lab} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['gold']} |"
+        )
     (out / "ner_meddocan.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

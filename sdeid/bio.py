@@ -81,9 +81,7 @@ def spans_from_word_labels(doc: DocEncoding, tags, scores=None) -> list[Span]:
                 cur[3].append(score)
     if cur is not None:
         spans.append(cur)
-    return [
-        Span(s, e, lab, None if sc[0] is None else float(min(sc))) for s, e, lab, sc in spans
-    ]
+    return [Span(s, e, lab, None if sc[0] is None else float(min(sc))) for s, e, lab, sc in spans]
 
 
 def windows(n_tokens: int, size: int, stride: int) -> list[tuple[int, int]]:
@@ -121,8 +119,10 @@ def training_examples(doc: DocEncoding, tags, label_ids, cls_id, sep_id, size, s
     out = []
     for s, e in windows(len(doc.input_ids), size - 2, stride):
         ids = [cls_id] + doc.input_ids[s:e] + [sep_id]
-        labs = [IGNORE] + [
-            label_ids[tags[first_of[t]]] if t in first_of else IGNORE for t in range(s, e)
-        ] + [IGNORE]
+        labs = (
+            [IGNORE]
+            + [label_ids[tags[first_of[t]]] if t in first_of else IGNORE for t in range(s, e)]
+            + [IGNORE]
+        )
         out.append((ids, labs))
     return out

@@ -80,8 +80,9 @@ def _read_utf8(path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise NoteError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x} at offset "
-                        f"{e.start})") from None
+        raise NoteError(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})"
+        ) from None
 
 
 def write_brat(notes, folder, overwrite: bool = False) -> Path:
@@ -103,8 +104,10 @@ def write_brat(notes, folder, overwrite: bool = False) -> Path:
             raise NoteError(f"{note.doc_id}: doc_id is not a safe file name")
         for s in note.spans:
             if "\n" in note.text[s.start : s.end]:
-                raise NoteError(f"{note.doc_id}: span [{s.start}, {s.end}) crosses a line break, "
-                                "which BRAT's one-line surface field cannot hold")
+                raise NoteError(
+                    f"{note.doc_id}: span [{s.start}, {s.end}) crosses a line break, "
+                    "which BRAT's one-line surface field cannot hold"
+                )
         seen.add(note.doc_id)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
@@ -114,7 +117,7 @@ def write_brat(notes, folder, overwrite: bool = False) -> Path:
             with open(tmp / f"{note.doc_id}.txt", "w", encoding="utf-8", newline="") as f:
                 f.write(note.text)
             lines = [
-                f"T{i}\t{s.label} {s.start} {s.end}\t{note.text[s.start:s.end]}\n"
+                f"T{i}\t{s.label} {s.start} {s.end}\t{note.text[s.start : s.end]}\n"
                 for i, s in enumerate(sorted(note.spans), start=1)
             ]
             with open(tmp / f"{note.doc_id}.ann", "w", encoding="utf-8", newline="") as f:

@@ -1,4 +1,6 @@
-"""The `sdeid` command. Subcommands import their heavy libraries only when they run, so
+"""sdeid: synthetic clinical notes for training de-identification models.
+
+Subcommands import their heavy libraries only when they run, so
 `sdeid --help` and `import sdeid` stay light."""
 
 from __future__ import annotations
@@ -8,23 +10,46 @@ import json
 import sys
 
 
+def _resolved_config(cls, args):
+    """Load the stage config; with --dry-run print it and return None."""
+    from sdeid.config import config_to_dict, load_config
+
+    cfg = load_config(cls, args.config, args.set)
+    if args.dry_run:
+        print(json.dumps(config_to_dict(cfg), indent=2))
+        return None
+    return cfg
+
+
+def _add_config_args(p):
+    p.add_argument("--config", required=True, help="YAML with the stage's config fields")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field (repeatable)",
+    )
+    p.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+
+
 def _ner_train(args):
-    from sdeid.config import load_config
     from sdeid.ner_job import run_ner_train
     from sdeid.ner_train import NerTrainConfig
 
-    cfg = load_config(NerTrainConfig, args.config, args.set)
-    if args.dry_run:
-        from sdeid.config import config_to_dict
-
-        print(json.dumps(config_to_dict(cfg), indent=2))
+    cfg = _resolved_config(NerTrainConfig, args)
+    if cfg is None:
         return 0
     result = run_ner_train(cfg, args.out, ray_address=args.address)
     summary = {k: result[k] for k in ("best_epoch", "best_dev_f1", "train_wall_s")}
     if "test" in result:
-        summary.update(test_strict_f1=result["test"]["strict"]["f1"],
-                       test_token_f1=result["test"]["token"]["f1"],
-                       inference_docs_per_s=result["inference_docs_per_s"])
+        summary.update(
+            test_strict_f1=result["test"]["strict"]["f1"],
+            test_token_f1=result["test"]["token"]["f1"],
+            inference_docs_per_s=result["inference_docs_per_s"],
+        )
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -41,8 +66,12 @@ def _ner_evaluate(args):
 
         write_brat(preds, args.predictions, overwrite=args.overwrite)
     print(per_label_table(scores))
-    print(json.dumps({"strict": scores["strict"], "token": scores["token"],
-                      "docs_per_s": docs_per_s}, indent=2))
+    print(
+        json.dumps(
+            {"strict": scores["strict"], "token": scores["token"], "docs_per_s": docs_per_s},
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -64,6 +93,41 @@ def _ner_predict(args):
     return 0
 
 
+def _adapt(args):
+    from sdeid.adapt import AdaptConfig
+    from sdeid.adapt_job import run_adapt
+
+    cfg = _resolved_config(AdaptConfig, args)
+    if cfg is None:
+        return 0
+    metrics = run_adapt(cfg, args.out, ray_address=args.address)
+    print(
+        json.dumps(
+            {
+                "dev_by_epoch": metrics["dev_by_epoch"],
+                "train_tokens_per_s": metrics["train_tokens_per_s"],
+                "wall_s": metrics["wall_s"],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _model_init(args):
+    from sdeid.causal_lm_init import PRESETS, build_llama
+    from sdeid.parquet_io import read_corpus
+
+    if args.preset not in PRESETS:
+        from sdeid.config import ConfigError
+
+        raise ConfigError(f"unknown preset {args.preset!r}; known: {sorted(PRESETS)}")
+    texts = [n.text for n in read_corpus(args.corpus)]
+    out = build_llama(args.out, texts, args.preset, args.seed)
+    print(f"built {args.preset} Llama and tokenizer from {len(texts)} documents -> {out}")
+    return 0
+
+
 def _data_stats(args):
     from sdeid.corpus_stats import corpus_stats, format_stats
     from sdeid.parquet_io import read_corpus
@@ -78,14 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ner = sub.add_parser("ner", help="train, evaluate and apply the PHI tagger").add_subparsers(
-        dest="ner_command", required=True)
+        dest="ner_command", required=True
+    )
     t = ner.add_parser("train", help="fine-tune an encoder on a gold corpus (Ray Train)")
-    t.add_argument("--config", required=True, help="YAML with NerTrainConfig fields")
-    t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (repeatable)")
-    t.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
-    t.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+    _add_config_args(t)
     t.set_defaults(func=_ner_train)
 
     e = ner.add_parser("evaluate", help="score a model on a gold corpus (strict and token F1)")
@@ -103,8 +163,27 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overwrite", action="store_true")
     pr.set_defaults(func=_ner_predict)
 
-    data = sub.add_parser("data", help="corpus tools").add_subparsers(dest="data_command",
-                                                                         required=True)
+    a = sub.add_parser("adapt", help="domain-adapt a causal LM (Ray Train + DeepSpeed + PEFT)")
+    _add_config_args(a)
+    a.set_defaults(func=_adapt)
+
+    model = sub.add_parser("model", help="model tools").add_subparsers(
+        dest="model_command", required=True
+    )
+    mi = model.add_parser(
+        "init",
+        help="train a BPE tokenizer and build a small Llama from a "
+        "preset (the stand-in for a pretrained LLM on machines without one)",
+    )
+    mi.add_argument("--corpus", required=True, help="BRAT folder or Parquet notes")
+    mi.add_argument("--preset", required=True, help="tiny, cpu-small or cpu")
+    mi.add_argument("--out", required=True)
+    mi.add_argument("--seed", type=int, default=0)
+    mi.set_defaults(func=_model_init)
+
+    data = sub.add_parser("data", help="corpus tools").add_subparsers(
+        dest="data_command", required=True
+    )
     s = data.add_parser("stats", help="documents, spans per label, characters")
     s.add_argument("corpus", help="BRAT folder or Parquet notes")
     s.add_argument("--json", action="store_true")

@@ -79,8 +79,10 @@ def build_config(cls, values: dict, where: str):
     for name, value in values.items():
         kwargs[name] = _check_type(value, hints[name], f"{where}: {name}")
     missing = [
-        n for n, f in fields.items()
-        if n not in kwargs and f.default is dataclasses.MISSING
+        n
+        for n, f in fields.items()
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
         and f.default_factory is dataclasses.MISSING
     ]
     if missing:
@@ -115,6 +117,4 @@ def load_config(cls, path=None, overrides=()):
 
 
 def config_to_dict(cfg) -> dict:
-    return {
-        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()
-    }
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}

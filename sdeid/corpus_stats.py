@@ -16,7 +16,12 @@ def corpus_stats(notes) -> dict:
 
 
 def format_stats(stats: dict) -> str:
-    lines = [f"documents  {stats['documents']}", f"characters {stats['characters']}",
-             f"spans      {stats['spans']}", "", "spans per label:"]
+    lines = [
+        f"documents  {stats['documents']}",
+        f"characters {stats['characters']}",
+        f"spans      {stats['spans']}",
+        "",
+        "spans per label:",
+    ]
     lines += [f"  {lab:<34} {n}" for lab, n in stats["spans_per_label"].items()]
     return "\n".join(lines)

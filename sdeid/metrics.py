@@ -28,7 +28,11 @@ def strict_scores(gold_notes, pred_notes) -> dict:
     tp, n_pred, n_gold = Counter(), Counter(), Counter()
     for g in gold_notes:
         gold = {(s.start, s.end, s.label) for s in g.spans}
-        pred = {(s.start, s.end, s.label) for s in pred_by_id[g.doc_id].spans} if g.doc_id in pred_by_id else set()
+        pred = (
+            {(s.start, s.end, s.label) for s in pred_by_id[g.doc_id].spans}
+            if g.doc_id in pred_by_id
+            else set()
+        )
         for *_, lab in gold:
             n_gold[lab] += 1
         for *_, lab in pred:
@@ -58,7 +62,9 @@ def token_scores(gold_notes, pred_notes) -> dict:
     tp = n_pred = n_gold = 0
     for g in gold_notes:
         pred_spans = pred_by_id[g.doc_id].spans if g.doc_id in pred_by_id else []
-        for gl, pl in zip(_token_labels(g.text, g.spans), _token_labels(g.text, pred_spans), strict=True):
+        for gl, pl in zip(
+            _token_labels(g.text, g.spans), _token_labels(g.text, pred_spans), strict=True
+        ):
             n_gold += gl != "O"
             n_pred += pl != "O"
             tp += gl != "O" and gl == pl
@@ -67,13 +73,18 @@ def token_scores(gold_notes, pred_notes) -> dict:
 
 def ner_scores(gold_notes, pred_notes) -> dict:
     strict = strict_scores(gold_notes, pred_notes)
-    return {"strict": strict["micro"], "per_label": strict["per_label"],
-            "token": token_scores(gold_notes, pred_notes)}
+    return {
+        "strict": strict["micro"],
+        "per_label": strict["per_label"],
+        "token": token_scores(gold_notes, pred_notes),
+    }
 
 
 def per_label_table(scores: dict) -> str:
     """A Markdown table of strict P/R/F1 per label, with support."""
     lines = ["| label | precision | recall | F1 | gold |", "|---|---|---|---|---|"]
     for lab, s in sorted(scores["per_label"].items(), key=lambda kv: -kv[1]["gold"]):
-        lines.append(f"| {lab} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['gold']} |")
+        lines.append(
+            f"| {lab} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['gold']} |"
+        )
     return "\n".join(lines)

@@ -55,8 +55,9 @@ def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Ray workers do not share the driver's working directory: make local paths absolute.
-    cfg = dataclasses.replace(cfg, **{
-        k: absolute(getattr(cfg, k)) for k in ("train", "dev", "test", "base_model")})
+    cfg = dataclasses.replace(
+        cfg, **{k: absolute(getattr(cfg, k)) for k in ("train", "dev", "test", "base_model")}
+    )
     # Fail on bad corpora here, before any worker starts.
     for path in (cfg.train, cfg.dev) + ((cfg.test,) if cfg.test else ()):
         read_corpus(path, cfg.labels)
@@ -76,10 +77,14 @@ def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) 
     tmp.rename(model_dir)
 
     best_epoch = max(history, key=lambda m: m["dev_f1"])
-    result = {"epochs": history, "best_epoch": best_epoch["epoch"],
-              "best_dev_f1": best_epoch["dev_f1"], "train_wall_s": train_wall,
-              "train_tokens_per_s": sum(m["train_tokens_per_s"] for m in history) / len(history),
-              "worker_peak_rss_mb": max(m["peak_rss_mb"] for m in history)}
+    result = {
+        "epochs": history,
+        "best_epoch": best_epoch["epoch"],
+        "best_dev_f1": best_epoch["dev_f1"],
+        "train_wall_s": train_wall,
+        "train_tokens_per_s": sum(m["train_tokens_per_s"] for m in history) / len(history),
+        "worker_peak_rss_mb": max(m["peak_rss_mb"] for m in history),
+    }
     if cfg.test:
         gold = read_corpus(cfg.test, cfg.labels)
         scores, preds, docs_per_s = evaluate_model(model_dir, gold, cfg.max_length, cfg.stride)
@@ -89,13 +94,25 @@ def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) 
             f"# NER on {cfg.test}\n\nbest epoch {best_epoch['epoch']} (dev strict F1 "
             f"{best_epoch['dev_f1']:.4f})\n\nstrict micro: P {scores['strict']['precision']:.4f} "
             f"R {scores['strict']['recall']:.4f} F1 {scores['strict']['f1']:.4f}; token-level F1 "
-            f"{scores['token']['f1']:.4f}\n\n{per_label_table(scores)}\n")
+            f"{scores['token']['f1']:.4f}\n\n{per_label_table(scores)}\n"
+        )
     result["driver_peak_rss_mb"] = peak_rss_mb()
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-    inputs = {k: {"path": p, "sha256": fingerprint_path(p)}
-              for k, p in (("train", cfg.train), ("dev", cfg.dev), ("test", cfg.test)) if p}
-    inputs["base_model"] = {"path": cfg.base_model,
-                            "sha256": fingerprint_path(resolve_model_dir(cfg.base_model))}
-    write_manifest(out_dir, "ner_train", config_to_dict(cfg), inputs,
-                   timings={"train_wall_s": train_wall}, outputs=["model", "metrics.json"])
+    inputs = {
+        k: {"path": p, "sha256": fingerprint_path(p)}
+        for k, p in (("train", cfg.train), ("dev", cfg.dev), ("test", cfg.test))
+        if p
+    }
+    inputs["base_model"] = {
+        "path": cfg.base_model,
+        "sha256": fingerprint_path(resolve_model_dir(cfg.base_model)),
+    }
+    write_manifest(
+        out_dir,
+        "ner_train",
+        config_to_dict(cfg),
+        inputs,
+        timings={"train_wall_s": train_wall},
+        outputs=["model", "metrics.json"],
+    )
     return result

@@ -6,13 +6,27 @@ that padding stays small, and reads each word's label from its best-centred wind
 
 from __future__ import annotations
 
-from sdeid.bio import DocEncoding, best_window_for_words, encode_document, spans_from_word_labels, windows
+from sdeid.bio import (
+    DocEncoding,
+    best_window_for_words,
+    encode_document,
+    spans_from_word_labels,
+    windows,
+)
 from sdeid.schema import Note
 
 
 class NerTagger:
-    def __init__(self, model_dir, max_length: int = 256, stride: int = 64, batch_size: int = 32,
-                 model=None, tokenizer=None, device: str = "cpu"):
+    def __init__(
+        self,
+        model_dir,
+        max_length: int = 256,
+        stride: int = 64,
+        batch_size: int = 32,
+        model=None,
+        tokenizer=None,
+        device: str = "cpu",
+    ):
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_dir)
@@ -32,13 +46,19 @@ class NerTagger:
         jobs = [(i, k) for i, w in enumerate(wins) for k in range(len(w))]
         jobs.sort(key=lambda j: -(wins[j[0]][j[1]][1] - wins[j[0]][j[1]][0]))
         probs = {}  # (doc, window) -> [window tokens, n_labels] probabilities
-        cls, sep, pad = (self.tokenizer.cls_token_id, self.tokenizer.sep_token_id,
-                         self.tokenizer.pad_token_id)
+        cls, sep, pad = (
+            self.tokenizer.cls_token_id,
+            self.tokenizer.sep_token_id,
+            self.tokenizer.pad_token_id,
+        )
         with torch.inference_mode():
             for b in range(0, len(jobs), self.batch_size):
                 batch = jobs[b : b + self.batch_size]
-                seqs = [[cls] + docs[i].input_ids[s:e] + [sep] for i, k in batch
-                        for s, e in [wins[i][k]]]
+                seqs = [
+                    [cls] + docs[i].input_ids[s:e] + [sep]
+                    for i, k in batch
+                    for s, e in [wins[i][k]]
+                ]
                 width = max(len(x) for x in seqs)
                 ids = torch.tensor([x + [pad] * (width - len(x)) for x in seqs])
                 mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in seqs])
@@ -54,6 +74,5 @@ class NerTagger:
                 tags.append(self.id2label[int(label)])
                 scores.append(float(score))
             spans = spans_from_word_labels(doc, tags, scores)
-            tagged.append(Note(note.doc_id, note.text, spans, note.source,
-                               annotator or self.name))
+            tagged.append(Note(note.doc_id, note.text, spans, note.source, annotator or self.name))
         return tagged

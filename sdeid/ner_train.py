@@ -98,9 +98,19 @@ def train_loop(cfg_dict: dict):
     import ray.train
     import ray.train.torch
     import torch
-    from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import (
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        get_linear_schedule_with_warmup,
+    )
 
-    from sdeid.bio import IGNORE, bio_label_names, encode_document, training_examples, word_labels_from_spans
+    from sdeid.bio import (
+        IGNORE,
+        bio_label_names,
+        encode_document,
+        training_examples,
+        word_labels_from_spans,
+    )
     from sdeid.metrics import ner_scores
     from sdeid.ner_predict import NerTagger
     from sdeid.parquet_io import read_corpus
@@ -123,8 +133,15 @@ def train_loop(cfg_dict: dict):
     for note in train_notes:
         doc = encode_document(tokenizer, note.text)
         tags = word_labels_from_spans(doc, note.spans)
-        examples += training_examples(doc, tags, label_ids, tokenizer.cls_token_id,
-                                      tokenizer.sep_token_id, cfg.max_length, cfg.stride)
+        examples += training_examples(
+            doc,
+            tags,
+            label_ids,
+            tokenizer.cls_token_id,
+            tokenizer.sep_token_id,
+            cfg.max_length,
+            cfg.stride,
+        )
 
     model = AutoModelForTokenClassification.from_pretrained(
         base, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label_ids
@@ -134,10 +151,12 @@ def train_loop(cfg_dict: dict):
     per_rank = len(examples) // world
     steps_per_epoch = -(-per_rank // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
-                                  weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
     scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+        optimizer, int(cfg.warmup_ratio * total_steps), total_steps
+    )
 
     start_epoch, best_f1, history = 0, -1.0, []
     resume = ray.train.get_checkpoint()
@@ -145,7 +164,8 @@ def train_loop(cfg_dict: dict):
         with resume.as_directory() as d:
             state = torch.load(Path(d) / "train_state.pt", weights_only=False)
             raw_model.load_state_dict(
-                AutoModelForTokenClassification.from_pretrained(Path(d) / "model").state_dict())
+                AutoModelForTokenClassification.from_pretrained(Path(d) / "model").state_dict()
+            )
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_f1, history = state["epoch"] + 1, state["best_dev_f1"], state["history"]
@@ -163,9 +183,13 @@ def train_loop(cfg_dict: dict):
             batch = [examples[i] for i in mine[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
             width = max(len(ids) for ids, _ in batch)
             ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=device)
-            labels = torch.tensor([y + [IGNORE] * (width - len(y)) for _, y in batch], device=device)
-            mask = (torch.arange(width, device=device)[None, :]
-                    < torch.tensor([len(x) for x, _ in batch], device=device)[:, None]).long()
+            labels = torch.tensor(
+                [y + [IGNORE] * (width - len(y)) for _, y in batch], device=device
+            )
+            mask = (
+                torch.arange(width, device=device)[None, :]
+                < torch.tensor([len(x) for x, _ in batch], device=device)[:, None]
+            ).long()
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -177,31 +201,57 @@ def train_loop(cfg_dict: dict):
             if rank == 0 and ((step + 1) % cfg.log_every == 0 or step + 1 == steps_per_epoch):
                 el = time.time() - t0
                 eta = el / (step + 1) * (steps_per_epoch - step - 1)
-                print(f"[ner] epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps_per_epoch} "
-                      f"loss {loss_sum / (step + 1):.4f} {tokens * world / el:.0f} tok/s "
-                      f"epoch ETA {eta:.0f}s", flush=True)
+                print(
+                    f"[ner] epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps_per_epoch} "
+                    f"loss {loss_sum / (step + 1):.4f} {tokens * world / el:.0f} tok/s "
+                    f"epoch ETA {eta:.0f}s",
+                    flush=True,
+                )
         train_s = time.time() - t0
-        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, steps_per_epoch),
-                   "train_tokens_per_s": tokens * world / train_s, "train_s": train_s,
-                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(1, steps_per_epoch),
+            "train_tokens_per_s": tokens * world / train_s,
+            "train_s": train_s,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
         if rank == 0:
             t1 = time.time()
             model.eval()
-            tagger = NerTagger(None, cfg.max_length, cfg.stride, model=raw_model,
-                               tokenizer=tokenizer, device=str(device))
+            tagger = NerTagger(
+                None,
+                cfg.max_length,
+                cfg.stride,
+                model=raw_model,
+                tokenizer=tokenizer,
+                device=str(device),
+            )
             scores = ner_scores(dev_notes, tagger.tag(dev_notes))
-            metrics.update(dev_f1=scores["strict"]["f1"], dev_token_f1=scores["token"]["f1"],
-                           dev_s=time.time() - t1)
+            metrics.update(
+                dev_f1=scores["strict"]["f1"],
+                dev_token_f1=scores["token"]["f1"],
+                dev_s=time.time() - t1,
+            )
             best_f1 = max(best_f1, metrics["dev_f1"])
             history.append(metrics)
-            print(f"[ner] epoch {epoch + 1}: dev strict F1 {metrics['dev_f1']:.4f} "
-                  f"token F1 {metrics['dev_token_f1']:.4f}", flush=True)
+            print(
+                f"[ner] epoch {epoch + 1}: dev strict F1 {metrics['dev_f1']:.4f} "
+                f"token F1 {metrics['dev_token_f1']:.4f}",
+                flush=True,
+            )
             with tempfile.TemporaryDirectory() as d:
                 raw_model.save_pretrained(Path(d) / "model")
                 tokenizer.save_pretrained(Path(d) / "model")
-                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "epoch": epoch, "best_dev_f1": best_f1, "history": history},
-                           Path(d) / "train_state.pt")
+                torch.save(
+                    {
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "epoch": epoch,
+                        "best_dev_f1": best_f1,
+                        "history": history,
+                    },
+                    Path(d) / "train_state.pt",
+                )
                 (Path(d) / "history.json").write_text(json.dumps(history, indent=1))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
@@ -219,13 +269,18 @@ def fit(cfg: NerTrainConfig, run_dir: Path):
         train_loop_config=dataclasses.asdict(cfg),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-            resources_per_worker={"CPU": cfg.cpus_per_worker}),
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker},
+        ),
         run_config=ray.train.RunConfig(
-            name="ner", storage_path=str(Path(run_dir).resolve() / "ray"),
+            name="ner",
+            storage_path=str(Path(run_dir).resolve() / "ray"),
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="dev_f1", checkpoint_score_order="max"),
-            failure_config=ray.train.FailureConfig(max_failures=0)),
+                num_to_keep=1, checkpoint_score_attribute="dev_f1", checkpoint_score_order="max"
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=0),
+        ),
     )
     result = trainer.fit()
     best = result.get_best_checkpoint("dev_f1", "max")

@@ -17,16 +17,36 @@ needs_meddocan = pytest.mark.skipif(
 
 # A few short notes in MEDDOCAN's shape; the PHI values are invented.
 TOY_NOTES = [
-    ("Datos del paciente.\nNombre: Ana García López.\nEdad: 40 años.\n"
-     "Ingresa en el Hospital San Rafael de Madrid el 12/03/2019.\n",
-     [("Ana García López", "NOMBRE_SUJETO_ASISTENCIA"), ("40 años", "EDAD_SUJETO_ASISTENCIA"),
-      ("Hospital San Rafael", "HOSPITAL"), ("Madrid", "TERRITORIO"), ("12/03/2019", "FECHAS")]),
-    ("Paciente varón de 63 años remitido desde Valencia por el Dr. Pedro Ruiz.\n",
-     [("varón", "SEXO_SUJETO_ASISTENCIA"), ("63 años", "EDAD_SUJETO_ASISTENCIA"),
-      ("Valencia", "TERRITORIO"), ("Pedro Ruiz", "NOMBRE_PERSONAL_SANITARIO")]),
-    ("\ufeffMujer de 25 años natural de Perú, NHC 1234567, vista el 3 de mayo de 2018.\n",
-     [("Mujer", "SEXO_SUJETO_ASISTENCIA"), ("25 años", "EDAD_SUJETO_ASISTENCIA"),
-      ("Perú", "PAIS"), ("1234567", "ID_SUJETO_ASISTENCIA"), ("3 de mayo de 2018", "FECHAS")]),
+    (
+        "Datos del paciente.\nNombre: Ana García López.\nEdad: 40 años.\n"
+        "Ingresa en el Hospital San Rafael de Madrid el 12/03/2019.\n",
+        [
+            ("Ana García López", "NOMBRE_SUJETO_ASISTENCIA"),
+            ("40 años", "EDAD_SUJETO_ASISTENCIA"),
+            ("Hospital San Rafael", "HOSPITAL"),
+            ("Madrid", "TERRITORIO"),
+            ("12/03/2019", "FECHAS"),
+        ],
+    ),
+    (
+        "Paciente varón de 63 años remitido desde Valencia por el Dr. Pedro Ruiz.\n",
+        [
+            ("varón", "SEXO_SUJETO_ASISTENCIA"),
+            ("63 años", "EDAD_SUJETO_ASISTENCIA"),
+            ("Valencia", "TERRITORIO"),
+            ("Pedro Ruiz", "NOMBRE_PERSONAL_SANITARIO"),
+        ],
+    ),
+    (
+        "\ufeffMujer de 25 años natural de Perú, NHC 1234567, vista el 3 de mayo de 2018.\n",
+        [
+            ("Mujer", "SEXO_SUJETO_ASISTENCIA"),
+            ("25 años", "EDAD_SUJETO_ASISTENCIA"),
+            ("Perú", "PAIS"),
+            ("1234567", "ID_SUJETO_ASISTENCIA"),
+            ("3 de mayo de 2018", "FECHAS"),
+        ],
+    ),
 ]
 
 
@@ -65,7 +85,11 @@ def local_ray():
     """A local Ray with 4 logical CPUs on this 2-core machine: fractional actors never deadlock."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}})
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        log_to_driver=True,
+        runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
+    )
     yield ray
     ray.shutdown()

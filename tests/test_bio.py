@@ -52,7 +52,10 @@ def test_lenient_decoding_of_stray_inside_tag(tiny_bert):
     doc = encode_document(tok, "Ana vive en Madrid")
     spans = spans_from_word_labels(doc, ["I-NOMBRE", "O", "B-X", "I-TERRITORIO"], [0.9, 1, 1, 0.6])
     assert [(s.start, s.end, s.label) for s in spans] == [
-        (0, 3, "NOMBRE"), (9, 11, "X"), (12, 18, "TERRITORIO")]
+        (0, 3, "NOMBRE"),
+        (9, 11, "X"),
+        (12, 18, "TERRITORIO"),
+    ]
     assert spans[0].score == pytest.approx(0.9)
 
 
@@ -78,7 +81,9 @@ def test_meddocan_train_round_trip():
             total += 1
             recovered += span in back
             inside_word += span.start not in starts or span.end not in ends
-    print(f"MEDDOCAN train span round trip: {recovered}/{total} exact; "
-          f"{inside_word} spans have an edge inside a word")
+    print(
+        f"MEDDOCAN train span round trip: {recovered}/{total} exact; "
+        f"{inside_word} spans have an edge inside a word"
+    )
     assert recovered == total - inside_word
     assert recovered / total > 0.999

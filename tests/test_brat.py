@@ -14,14 +14,15 @@ def test_round_trip_toy(tmp_path):
     folder = write_brat(notes, tmp_path / "out")
     back = read_brat(folder, MEDDOCAN_LABELS)
     assert [(n.doc_id, n.text, n.spans) for n in back] == [
-        (n.doc_id, n.text, sorted(n.spans)) for n in sorted(notes, key=lambda n: n.doc_id)]
+        (n.doc_id, n.text, sorted(n.spans)) for n in sorted(notes, key=lambda n: n.doc_id)
+    ]
 
 
 def test_bom_counts_as_one_character(toy_brat):
     note = {n.doc_id: n for n in read_brat(toy_brat)}["toy-0-2"]
     assert note.text[0] == "\ufeff"
     first = note.spans[0]
-    assert note.text[first.start:first.end] == "Mujer" and first.start == 1
+    assert note.text[first.start : first.end] == "Mujer" and first.start == 1
 
 
 @needs_meddocan
@@ -47,21 +48,48 @@ def _corrupt(folder, name, text=None, data=None):
 
 
 BAD_INPUTS = [
-    ("offsets past the end", "toy-0-1.ann", "T1\tTERRITORIO 40 500\tValencia\n",
-     r"toy-0-1.ann:1: offsets \[40, 500\) are not inside toy-0-1.txt"),
-    ("surface does not match", "toy-0-1.ann", "T1\tTERRITORIO 41 49\tSevilla\n",
-     r"toy-0-1.ann:1: surface string .* does not match the text at \[41, 49\)"),
-    ("unknown annotation line", "toy-0-1.ann", "T1\tTERRITORIO 41 49\tValencia\nR1\tRel Arg1:T1\n",
-     r"toy-0-1.ann:2: not a text-bound annotation line"),
-    ("discontinuous span", "toy-0-1.ann", "T1\tTERRITORIO 41 44;45 49\tVal cia\n",
-     r"toy-0-1.ann:1: not a text-bound annotation line"),
-    ("start not before end", "toy-0-1.ann", "T1\tTERRITORIO 49 41\t\n",
-     r"toy-0-1.ann:1: offsets \[49, 41\) are not inside"),
-    ("unknown label", "toy-0-1.ann", "T1\tCIUDAD 41 49\tValencia\n",
-     r"toy-0-1.ann: unknown label 'CIUDAD' at \[41, 49\)"),
-    ("overlapping spans", "toy-0-1.ann",
-     "T1\tTERRITORIO 41 49\tValencia\nT2\tPAIS 44 49\tencia\n",
-     r"toy-0-1.ann: spans \[41, 49\) TERRITORIO and \[44, 49\) PAIS overlap"),
+    (
+        "offsets past the end",
+        "toy-0-1.ann",
+        "T1\tTERRITORIO 40 500\tValencia\n",
+        r"toy-0-1.ann:1: offsets \[40, 500\) are not inside toy-0-1.txt",
+    ),
+    (
+        "surface does not match",
+        "toy-0-1.ann",
+        "T1\tTERRITORIO 41 49\tSevilla\n",
+        r"toy-0-1.ann:1: surface string .* does not match the text at \[41, 49\)",
+    ),
+    (
+        "unknown annotation line",
+        "toy-0-1.ann",
+        "T1\tTERRITORIO 41 49\tValencia\nR1\tRel Arg1:T1\n",
+        r"toy-0-1.ann:2: not a text-bound annotation line",
+    ),
+    (
+        "discontinuous span",
+        "toy-0-1.ann",
+        "T1\tTERRITORIO 41 44;45 49\tVal cia\n",
+        r"toy-0-1.ann:1: not a text-bound annotation line",
+    ),
+    (
+        "start not before end",
+        "toy-0-1.ann",
+        "T1\tTERRITORIO 49 41\t\n",
+        r"toy-0-1.ann:1: offsets \[49, 41\) are not inside",
+    ),
+    (
+        "unknown label",
+        "toy-0-1.ann",
+        "T1\tCIUDAD 41 49\tValencia\n",
+        r"toy-0-1.ann: unknown label 'CIUDAD' at \[41, 49\)",
+    ),
+    (
+        "overlapping spans",
+        "toy-0-1.ann",
+        "T1\tTERRITORIO 41 49\tValencia\nT2\tPAIS 44 49\tencia\n",
+        r"toy-0-1.ann: spans \[41, 49\) TERRITORIO and \[44, 49\) PAIS overlap",
+    ),
 ]
 
 

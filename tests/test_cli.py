@@ -10,8 +10,9 @@ from conftest import ROOT
 
 
 def sdeid(*args):
-    return subprocess.run([sys.executable, "-m", "sdeid.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "sdeid.cli", *args], capture_output=True, text=True, cwd=ROOT
+    )
 
 
 def test_data_stats(toy_brat):
@@ -30,14 +31,32 @@ def test_bad_corpus_exits_2_with_message(tmp_path):
 
 
 def test_ner_train_dry_run_prints_resolved_config():
-    out = sdeid("ner", "train", "--config", "configs/ner-meddocan-cpu.yaml", "--out", "unused",
-                "--set", "epochs=1", "--dry-run")
+    out = sdeid(
+        "ner",
+        "train",
+        "--config",
+        "configs/ner-meddocan-cpu.yaml",
+        "--out",
+        "unused",
+        "--set",
+        "epochs=1",
+        "--dry-run",
+    )
     assert out.returncode == 0, out.stderr
     cfg = json.loads(out.stdout)
     assert cfg["epochs"] == 1 and cfg["base_model"].startswith("package:")
 
 
 def test_unknown_config_key_exits_2(tmp_path):
-    out = sdeid("ner", "train", "--config", "configs/ner-meddocan-cpu.yaml", "--out", "unused",
-                "--set", "epochz=1", "--dry-run")
+    out = sdeid(
+        "ner",
+        "train",
+        "--config",
+        "configs/ner-meddocan-cpu.yaml",
+        "--out",
+        "unused",
+        "--set",
+        "epochz=1",
+        "--dry-run",
+    )
     assert out.returncode == 2 and "unknown key(s) ['epochz']" in out.stderr

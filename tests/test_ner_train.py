@@ -15,9 +15,21 @@ from sdeid.ner_train import NerTrainConfig
 def test_two_worker_ray_train_learns_the_toy_corpus(tmp_path, tiny_bert, local_ray):
     train = write_brat(toy_notes(copies=8), tmp_path / "train")
     dev = write_brat(toy_notes(), tmp_path / "dev")
-    cfg = NerTrainConfig(train=str(train), dev=str(dev), test=str(dev), base_model=str(tiny_bert),
-                         epochs=12, batch_size=4, learning_rate=5e-3, warmup_ratio=0.0,
-                         max_length=24, stride=6, num_workers=2, cpus_per_worker=1, log_every=1000)
+    cfg = NerTrainConfig(
+        train=str(train),
+        dev=str(dev),
+        test=str(dev),
+        base_model=str(tiny_bert),
+        epochs=12,
+        batch_size=4,
+        learning_rate=5e-3,
+        warmup_ratio=0.0,
+        max_length=24,
+        stride=6,
+        num_workers=2,
+        cpus_per_worker=1,
+        log_every=1000,
+    )
     result = run_ner_train(cfg, tmp_path / "out")
 
     losses = [m["train_loss"] for m in result["epochs"]]

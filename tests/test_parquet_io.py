@@ -18,16 +18,23 @@ from sdeid.schema import Note, NoteError, Span
 
 def test_round_trip_local_and_uri(tmp_path):
     notes = toy_notes()
-    notes[0].spans[0] = Span(notes[0].spans[0].start, notes[0].spans[0].end,
-                             notes[0].spans[0].label, 0.75)
+    notes[0].spans[0] = Span(
+        notes[0].spans[0].start, notes[0].spans[0].end, notes[0].spans[0].label, 0.75
+    )
     write_notes_parquet(notes[:2], str(tmp_path / "shards" / "part-0.parquet"))
     write_notes_parquet(notes[2:], f"file://{tmp_path}/shards/part-1.parquet")
     back = read_notes_parquet(str(tmp_path / "shards"))
     assert [(n.doc_id, n.text, n.spans, n.source) for n in back] == [
-        (n.doc_id, n.text, sorted(n.spans), n.source) for n in notes]
+        (n.doc_id, n.text, sorted(n.spans), n.source) for n in notes
+    ]
     assert back[0].spans[0].score == pytest.approx(0.75)
-    assert read_notes_parquet(f"file://{tmp_path}/shards/part-1.parquet")[0].text.startswith("\ufeff")
-    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["part-0.parquet", "part-1.parquet"]
+    assert read_notes_parquet(f"file://{tmp_path}/shards/part-1.parquet")[0].text.startswith(
+        "\ufeff"
+    )
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [
+        "part-0.parquet",
+        "part-1.parquet",
+    ]
 
 
 def test_read_corpus_tells_brat_from_parquet(tmp_path, toy_brat):

@@ -1,0 +1,439 @@
+"""Domain-adapt a causal LM on the private corpus: Ray Train + DeepSpeed ZeRO or DDP, LoRA or full.
+
+One straight-line loop runs in every Ray Train worker, on CPU (gloo) or GPU (NCCL). With
+`strategy: deepspeed` the model is wrapped by a DeepSpeed engine (ZeRO stage 2 or 3, optional
+optimizer offload to CPU); with `strategy: ddp` by torch DDP. Every `checkpoint_every` optimizer
+steps and at each epoch end the workers report a Ray Train checkpoint; a killed run restarted
+with the same output folder resumes from the last one at the same step, skipping the batches it
+already trained on (the data order is a pure function of seed and epoch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    corpus: str
+    """Private training corpus: a BRAT folder or Parquet notes."""
+    dev: str
+    """Held-out corpus for dev loss, perplexity and bits per character."""
+    base_model: str
+    """Causal LM folder (any Hugging Face causal LM on local disk), e.g. from `sdeid model init`."""
+    method: str = "lora"
+    """`lora` (PEFT adapter, base frozen) or `full` (every weight trains)."""
+    lora_r: int = 8
+    """LoRA rank (the paper: 8)."""
+    lora_alpha: int = 32
+    """LoRA alpha (the paper: 32)."""
+    lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    strategy: str = "deepspeed"
+    """`deepspeed` (ZeRO) or `ddp`."""
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage: 2 or 3."""
+    offload_optimizer: bool = False
+    """ZeRO optimizer state offload to CPU (DeepSpeedCPUAdam)."""
+    data_fraction: float = 1.0
+    """Share of corpus documents used (seeded sample): the paper's adaptation-data ablation."""
+    seed: int = 0
+    context_length: int = 512
+    """Tokens per packed training block."""
+    epochs: int = 1
+    max_minutes: float = 0.0
+    """If > 0, stop training after this many minutes (a time budget for CPU presets)."""
+    micro_batch_size: int = 8
+    gradient_accumulation: int = 1
+    learning_rate: float = 2.0e-4
+    min_lr_ratio: float = 0.1
+    """Cosine decay ends at learning_rate * min_lr_ratio."""
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    precision: str = "fp32"
+    """`fp32`, `bf16` or `fp16` (the latter two where the hardware has them)."""
+    num_workers: int = 1
+    cpus_per_worker: float = 2.0
+    use_gpu: bool = False
+    checkpoint_every: int = 100
+    """Optimizer steps between checkpoints (also one at each epoch end)."""
+    log_every: int = 10
+
+    def check(self):
+        if self.method not in ("lora", "full"):
+            raise ValueError(f"method must be 'lora' or 'full', got {self.method!r}")
+        if self.strategy not in ("deepspeed", "ddp"):
+            raise ValueError(f"strategy must be 'deepspeed' or 'ddp', got {self.strategy!r}")
+        if self.zero_stage not in (2, 3):
+            raise ValueError(f"zero_stage must be 2 or 3, got {self.zero_stage}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.lora_r <= 0:
+            raise ValueError(f"lora_r must be positive, got {self.lora_r}")
+        if not 0 < self.data_fraction <= 1:
+            raise ValueError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
+        for name in (
+            "epochs",
+            "micro_batch_size",
+            "gradient_accumulation",
+            "num_workers",
+            "context_length",
+            "checkpoint_every",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+def deepspeed_config(cfg: AdaptConfig, world: int) -> dict:
+    ds = {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation,
+        "train_batch_size": cfg.micro_batch_size * cfg.gradient_accumulation * world,
+        "gradient_clipping": 1.0,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if cfg.offload_optimizer:
+        ds["zero_optimization"]["offload_optimizer"] = {"device": "cpu"}
+    if cfg.precision == "bf16":
+        ds["bf16"] = {"enabled": True}
+    elif cfg.precision == "fp16":
+        ds["fp16"] = {"enabled": True}
+    return ds
+
+
+def _dev_metrics(model, blocks, n_chars, device, batch_size):
+    """Mean loss per token, perplexity and bits per character over the dev blocks."""
+    import torch
+
+    total_nats, total_tokens = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(blocks), batch_size):
+            for block in blocks[i : i + batch_size]:  # blocks differ in length only at the end
+                ids = torch.tensor([block], device=device)
+                loss = model(input_ids=ids, labels=ids).loss
+                total_nats += float(loss) * (len(block) - 1)
+                total_tokens += len(block) - 1
+    model.train()
+    mean = total_nats / max(1, total_tokens)
+    return {
+        "dev_loss": mean,
+        "dev_perplexity": math.exp(min(mean, 50)),
+        "dev_bits_per_char": total_nats / math.log(2) / max(1, n_chars),
+    }
+
+
+def train_loop(cfg_dict: dict):
+    import os
+    import random
+    import tempfile
+    import time
+
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    cfg = AdaptConfig(**cfg_dict)
+    if not cfg.use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sdeid.lm_data import pack_blocks, tokenize_documents
+    from sdeid.ner_train import sample_fraction
+    from sdeid.parquet_io import read_corpus
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.seed)
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
+    notes = sample_fraction(read_corpus(cfg.corpus), cfg.data_fraction, cfg.seed)
+    blocks = pack_blocks(tokenize_documents(tokenizer, [n.text for n in notes]), cfg.context_length)
+    dev_notes = read_corpus(cfg.dev) if rank == 0 else []
+    dev_blocks = pack_blocks(
+        tokenize_documents(tokenizer, [n.text for n in dev_notes]),
+        cfg.context_length,
+        keep_last=True,
+    )
+    dev_chars = sum(len(n.text) for n in dev_notes)
+
+    dtype = torch.float32
+    model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype)
+    if cfg.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=list(cfg.lora_target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    per_rank = len(blocks) // world
+    micro_steps = per_rank // cfg.micro_batch_size
+    steps_per_epoch = max(1, micro_steps // cfg.gradient_accumulation)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.strategy == "deepspeed":
+        import deepspeed
+
+        if cfg.offload_optimizer:
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            optimizer = DeepSpeedCPUAdam(
+                params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+            )
+        else:
+            optimizer = torch.optim.AdamW(
+                params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+            )
+        scheduler = _cosine_schedule(optimizer, cfg, total_steps)
+        engine, optimizer, _, scheduler = deepspeed.initialize(
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            config=deepspeed_config(cfg, world),
+            dist_init_required=False,
+        )
+        module = engine.module
+    else:
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        scheduler = _cosine_schedule(optimizer, cfg, total_steps)
+        engine = ray.train.torch.prepare_model(model)
+        module = model
+
+    step, history, trained_s = 0, [], 0.0
+    resume = ray.train.get_checkpoint()
+    if resume is not None:
+        with resume.as_directory() as d:
+            state = json.loads((Path(d) / "train_state.json").read_text())
+            if cfg.strategy == "deepspeed":
+                engine.load_checkpoint(d, tag="engine")
+            else:
+                sd = torch.load(Path(d) / "trainer.pt", weights_only=False)
+                module.load_state_dict(sd["model"], strict=False)
+                optimizer.load_state_dict(sd["optimizer"])
+                scheduler.load_state_dict(sd["scheduler"])
+        step, history, trained_s = state["step"], state["history"], state["trained_s"]
+        if rank == 0:
+            print(f"[adapt] resumed at optimizer step {step}", flush=True)
+
+    def save_checkpoint(metrics, epoch_end, final=False):
+        with tempfile.TemporaryDirectory() as d:
+            if final:
+                export_models(cfg, module, tokenizer, Path(d), rank)
+            if cfg.strategy == "deepspeed":
+                engine.save_checkpoint(d, tag="engine")  # every rank writes its ZeRO shard
+            elif rank == 0:
+                trainable = {
+                    k: v
+                    for k, v in module.state_dict().items()
+                    if cfg.method == "full" or "lora_" in k
+                }
+                torch.save(
+                    {
+                        "model": trainable,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                    },
+                    Path(d) / "trainer.pt",
+                )
+            if rank == 0:
+                (Path(d) / "train_state.json").write_text(
+                    json.dumps(
+                        {
+                            "step": step,
+                            "history": history,
+                            "trained_s": trained_s,
+                            "epoch_end": epoch_end,
+                        }
+                    )
+                )
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    # Packed blocks are full: no padding and no attention mask.
+    start_time, stop = time.time(), False
+    tokens_seen, t_last, loss_acc = 0, time.time(), 0.0
+    for epoch in range(step // steps_per_epoch, cfg.epochs):
+        order = list(range(len(blocks)))
+        random.Random(cfg.seed * 1000 + epoch).shuffle(order)
+        mine = order[rank::world][
+            : steps_per_epoch * cfg.gradient_accumulation * cfg.micro_batch_size
+        ]
+        first = step - epoch * steps_per_epoch  # optimizer steps already done this epoch
+        for s in range(first, steps_per_epoch):
+            for a in range(cfg.gradient_accumulation):
+                k = (s * cfg.gradient_accumulation + a) * cfg.micro_batch_size
+                ids = torch.tensor(
+                    [blocks[i] for i in mine[k : k + cfg.micro_batch_size]], device=device
+                )
+                with torch.autocast(
+                    device.type,
+                    dtype=torch.bfloat16,
+                    enabled=cfg.precision == "bf16" and cfg.strategy == "ddp",
+                ):
+                    loss = engine(input_ids=ids, labels=ids).loss
+                if cfg.strategy == "deepspeed":
+                    engine.backward(loss)
+                    engine.step()
+                else:
+                    (loss / cfg.gradient_accumulation).backward()
+                loss_acc += float(loss) / cfg.gradient_accumulation
+                tokens_seen += ids.numel()
+            if cfg.strategy == "ddp":
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if rank == 0 and step % cfg.log_every == 0:
+                el = time.time() - t_last
+                print(
+                    f"[adapt] epoch {epoch + 1} step {step}/{total_steps} loss "
+                    f"{loss_acc / cfg.log_every:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
+                    f"{tokens_seen * world / el:.0f} tok/s",
+                    flush=True,
+                )
+                history.append(
+                    {
+                        "step": step,
+                        "train_loss": loss_acc / cfg.log_every,
+                        "tokens_per_s": tokens_seen * world / el,
+                    }
+                )
+                tokens_seen, t_last, loss_acc = 0, time.time(), 0.0
+            elif rank != 0 and step % cfg.log_every == 0:
+                tokens_seen, t_last, loss_acc = 0, time.time(), 0.0
+            out_of_time = (
+                cfg.max_minutes > 0
+                and (trained_s + time.time() - start_time) > cfg.max_minutes * 60
+            )
+            stop = _all_agree(out_of_time, device)
+            if step % cfg.checkpoint_every == 0 and s + 1 < steps_per_epoch and not stop:
+                trained_s_now = trained_s + time.time() - start_time
+                save_checkpoint({"step": step, "trained_s": trained_s_now}, False)
+            if stop:
+                break
+        trained_s += time.time() - start_time
+        start_time = time.time()
+        metrics = {"step": step, "epoch": epoch + 1, "trained_s": trained_s}
+        if rank == 0:
+            metrics.update(
+                _dev_metrics(module, dev_blocks, dev_chars, device, cfg.micro_batch_size)
+            )
+            print(
+                f"[adapt] epoch {epoch + 1}: dev loss {metrics['dev_loss']:.4f} perplexity "
+                f"{metrics['dev_perplexity']:.1f} bits/char {metrics['dev_bits_per_char']:.4f}",
+                flush=True,
+            )
+            history.append(metrics)
+        final = stop or epoch + 1 == cfg.epochs
+        save_checkpoint(metrics, True, final)
+        if final:
+            break
+
+
+def _all_agree(flag: bool, device) -> bool:
+    """True on every rank when any rank says True (so all ranks stop at the same step)."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _cosine_schedule(optimizer, cfg: AdaptConfig, total_steps: int):
+    """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak."""
+    import torch
+
+    def factor(step):
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def export_models(cfg: AdaptConfig, module, tokenizer, out: Path, rank: int) -> None:
+    """Write `adapter/` (LoRA only) and `merged/`, a plain model folder vLLM loads directly.
+
+    Under ZeRO-3 every rank must take part in gathering the partitioned weights; rank 0 then
+    rebuilds the model on CPU from the base folder and loads the trained weights into it.
+    """
+    import contextlib
+
+    from transformers import AutoModelForCausalLM
+
+    gather = contextlib.nullcontext()
+    if cfg.strategy == "deepspeed" and cfg.zero_stage == 3:
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
+    with gather:
+        state = (
+            {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+            if rank == 0
+            else None
+        )
+    if rank != 0:
+        return
+    model = AutoModelForCausalLM.from_pretrained(cfg.base_model)
+    if cfg.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=list(cfg.lora_target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
+    model.load_state_dict(state)
+    if cfg.method == "lora":
+        model.save_pretrained(out / "adapter")
+        tokenizer.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(out / "merged")
+    tokenizer.save_pretrained(out / "merged")
+
+
+def fit(cfg: AdaptConfig, run_dir: Path):
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=dataclasses.asdict(cfg),
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name="adapt",
+            storage_path=str(Path(run_dir).resolve() / "ray"),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            failure_config=ray.train.FailureConfig(max_failures=0),
+        ),
+    )
+    return trainer.fit()

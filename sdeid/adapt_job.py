@@ -1,0 +1,99 @@
+"""`sdeid adapt`: run the adaptation and lay out its output folder.
+
+Output folder:
+  adapter/          the LoRA adapter (PEFT format; method lora only)
+  merged/           the full model with the adapter merged in, plus tokenizer: vLLM loads it
+  metrics.json      training loss and tokens/s by step; dev loss, perplexity, bits/char by epoch
+  _manifest.json    resolved config, corpus and base-model fingerprints, version, commit, timings
+  ray/              Ray Train's checkpoints (a rerun of the same command resumes from them)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+from sdeid.adapt import AdaptConfig
+from sdeid.config import config_to_dict
+from sdeid.manifest import fingerprint_path, write_manifest
+from sdeid.ner_job import absolute
+
+
+def check_causal_lm(path: str) -> None:
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"base model {path}: no config.json (not a model folder)")
+    archs = json.loads(cfg_file.read_text()).get("architectures") or []
+    if not any(a.endswith("ForCausalLM") for a in archs):
+        raise FileNotFoundError(
+            f"base model {path}: architectures {archs} has no *ForCausalLM; adapt needs a "
+            f"causal LM (build one with `sdeid model init`)"
+        )
+
+
+def run_adapt(cfg: AdaptConfig, out_dir, ray_address: str | None = None) -> dict:
+    import ray
+
+    from sdeid.parquet_io import read_corpus
+
+    out_dir = Path(out_dir)
+    cfg = dataclasses.replace(
+        cfg, **{k: absolute(getattr(cfg, k)) for k in ("corpus", "dev", "base_model")}
+    )
+    check_causal_lm(cfg.base_model)
+    corpus = read_corpus(cfg.corpus)
+    read_corpus(cfg.dev)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.time()
+    if not ray.is_initialized():
+        ray.init(address=ray_address, include_dashboard=False)
+    result = fit_and_copy(cfg, out_dir)
+    wall = time.time() - t0
+    history = result["history"]
+    epochs = [h for h in history if "dev_loss" in h]
+    steps = [h for h in history if "tokens_per_s" in h]
+    metrics = {
+        "history": history,
+        "dev_by_epoch": epochs,
+        "train_tokens_per_s": (
+            sorted(h["tokens_per_s"] for h in steps)[len(steps) // 2] if steps else None
+        ),
+        "trained_s": result["trained_s"],
+        "wall_s": wall,
+        "documents": len(corpus),
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    inputs = {
+        "corpus": {"path": cfg.corpus, "sha256": fingerprint_path(cfg.corpus)},
+        "dev": {"path": cfg.dev, "sha256": fingerprint_path(cfg.dev)},
+        "base_model": {"path": cfg.base_model, "sha256": fingerprint_path(cfg.base_model)},
+    }
+    write_manifest(
+        out_dir,
+        "adapt",
+        config_to_dict(cfg),
+        inputs,
+        outputs=["merged"] + (["adapter"] if cfg.method == "lora" else []),
+        timings={"wall_s": wall, "trained_s": result["trained_s"]},
+    )
+    return metrics
+
+
+def fit_and_copy(cfg: AdaptConfig, out_dir: Path) -> dict:
+    from sdeid.adapt import fit
+
+    result = fit(cfg, out_dir)
+    with result.checkpoint.as_directory() as d:
+        state = json.loads((Path(d) / "train_state.json").read_text())
+        for name in ("adapter", "merged"):
+            if (Path(d) / name).is_dir():
+                tmp = out_dir / f".{name}.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(Path(d) / name, tmp)
+                shutil.rmtree(out_dir / name, ignore_errors=True)
+                tmp.rename(out_dir / name)
+    return state
