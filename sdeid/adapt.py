@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,11 @@ class AdaptConfig:
     context_length: int = 512
     """Tokens per packed training block."""
     epochs: int = 1
+    max_steps: int = 0
+    """If > 0, train at most this many optimizer steps (the schedule spans them)."""
     max_minutes: float = 0.0
-    """If > 0, stop training after this many minutes (a time budget for CPU presets)."""
+    """If > 0, stop training after this many minutes (a time budget; the schedule does not
+    shrink to fit, so prefer epochs or max_steps sized from a measured tokens/s)."""
     micro_batch_size: int = 8
     gradient_accumulation: int = 1
     learning_rate: float = 2.0e-4
@@ -133,7 +137,6 @@ def train_loop(cfg_dict: dict):
     import os
     import random
     import tempfile
-    import time
 
     import ray.train
     import ray.train.torch
@@ -186,6 +189,9 @@ def train_loop(cfg_dict: dict):
     micro_steps = per_rank // cfg.micro_batch_size
     steps_per_epoch = max(1, micro_steps // cfg.gradient_accumulation)
     total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps > 0:
+        total_steps = min(total_steps, cfg.max_steps)
+    clock = TrainClock()
     if cfg.strategy == "deepspeed":
         import deepspeed
 
@@ -199,7 +205,7 @@ def train_loop(cfg_dict: dict):
             optimizer = torch.optim.AdamW(
                 params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
             )
-        scheduler = _cosine_schedule(optimizer, cfg, total_steps)
+        scheduler = _cosine_schedule(optimizer, cfg, total_steps, clock)
         engine, optimizer, _, scheduler = deepspeed.initialize(
             model=model,
             optimizer=optimizer,
@@ -210,11 +216,11 @@ def train_loop(cfg_dict: dict):
         module = engine.module
     else:
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        scheduler = _cosine_schedule(optimizer, cfg, total_steps)
+        scheduler = _cosine_schedule(optimizer, cfg, total_steps, clock)
         engine = ray.train.torch.prepare_model(model)
         module = model
 
-    step, history, trained_s = 0, [], 0.0
+    step, history = 0, []
     resume = ray.train.get_checkpoint()
     if resume is not None:
         with resume.as_directory() as d:
@@ -226,7 +232,8 @@ def train_loop(cfg_dict: dict):
                 module.load_state_dict(sd["model"], strict=False)
                 optimizer.load_state_dict(sd["optimizer"])
                 scheduler.load_state_dict(sd["scheduler"])
-        step, history, trained_s = state["step"], state["history"], state["trained_s"]
+        step, history = state["step"], state["history"]
+        clock.before = state["trained_s"]
         if rank == 0:
             print(f"[adapt] resumed at optimizer step {step}", flush=True)
 
@@ -256,7 +263,7 @@ def train_loop(cfg_dict: dict):
                         {
                             "step": step,
                             "history": history,
-                            "trained_s": trained_s,
+                            "trained_s": clock.elapsed(),
                             "epoch_end": epoch_end,
                         }
                     )
@@ -264,9 +271,10 @@ def train_loop(cfg_dict: dict):
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     # Packed blocks are full: no padding and no attention mask.
-    start_time, stop = time.time(), False
+    stop = False
     tokens_seen, t_last, loss_acc = 0, time.time(), 0.0
     for epoch in range(step // steps_per_epoch, cfg.epochs):
+        clock.go()
         order = list(range(len(blocks)))
         random.Random(cfg.seed * 1000 + epoch).shuffle(order)
         mine = order[rank::world][
@@ -316,19 +324,14 @@ def train_loop(cfg_dict: dict):
                 tokens_seen, t_last, loss_acc = 0, time.time(), 0.0
             elif rank != 0 and step % cfg.log_every == 0:
                 tokens_seen, t_last, loss_acc = 0, time.time(), 0.0
-            out_of_time = (
-                cfg.max_minutes > 0
-                and (trained_s + time.time() - start_time) > cfg.max_minutes * 60
-            )
-            stop = _all_agree(out_of_time, device)
+            out_of_time = cfg.max_minutes > 0 and (clock.elapsed() > cfg.max_minutes * 60)
+            stop = step >= total_steps or _all_agree(out_of_time, device)
             if step % cfg.checkpoint_every == 0 and s + 1 < steps_per_epoch and not stop:
-                trained_s_now = trained_s + time.time() - start_time
-                save_checkpoint({"step": step, "trained_s": trained_s_now}, False)
+                save_checkpoint({"step": step, "trained_s": clock.elapsed()}, False)
             if stop:
                 break
-        trained_s += time.time() - start_time
-        start_time = time.time()
-        metrics = {"step": step, "epoch": epoch + 1, "trained_s": trained_s}
+        clock.pause()
+        metrics = {"step": step, "epoch": epoch + 1, "trained_s": clock.elapsed()}
         if rank == 0:
             metrics.update(
                 _dev_metrics(module, dev_blocks, dev_chars, device, cfg.micro_batch_size)
@@ -357,14 +360,37 @@ def _all_agree(flag: bool, device) -> bool:
     return bool(t.item())
 
 
-def _cosine_schedule(optimizer, cfg: AdaptConfig, total_steps: int):
-    """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak."""
+class TrainClock:
+    """Seconds spent training, across resumes, not counting dev evaluation."""
+
+    def __init__(self, before: float = 0.0):
+        self.before, self.since = before, time.time()
+
+    def elapsed(self) -> float:
+        return self.before + (time.time() - self.since if self.since is not None else 0.0)
+
+    def pause(self):
+        self.before, self.since = self.elapsed(), None
+
+    def go(self):
+        if self.since is None:
+            self.since = time.time()
+
+
+def _cosine_schedule(optimizer, cfg: AdaptConfig, total_steps: int, clock: TrainClock):
+    """Linear warm-up, then cosine decay to `min_lr_ratio` of the peak.
+
+    With a time budget (`max_minutes`) the decay follows whichever runs out first, steps or
+    time, so a budgeted run still ends at the low learning rate.
+    """
     import torch
 
     def factor(step):
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
         progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        if cfg.max_minutes > 0:
+            progress = max(progress, min(1.0, clock.elapsed() / (cfg.max_minutes * 60)))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

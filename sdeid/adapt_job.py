@@ -35,9 +35,8 @@ def check_causal_lm(path: str) -> None:
 
 
 def run_adapt(cfg: AdaptConfig, out_dir, ray_address: str | None = None) -> dict:
-    import ray
-
     from sdeid.parquet_io import read_corpus
+    from sdeid.ray_env import init_ray
 
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(
@@ -49,8 +48,7 @@ def run_adapt(cfg: AdaptConfig, out_dir, ray_address: str | None = None) -> dict
     out_dir.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
-    if not ray.is_initialized():
-        ray.init(address=ray_address, include_dashboard=False)
+    init_ray(ray_address)
     result = fit_and_copy(cfg, out_dir)
     wall = time.time() - t0
     history = result["history"]

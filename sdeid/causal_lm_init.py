@@ -31,7 +31,7 @@ PRESETS = {
     # 5.7M parameters: the STACK.md baseline (template right, narrative word salad at 10 min).
     "cpu-small": LlamaPreset(hidden=256, layers=4, heads=4, vocab=6000, context=512),
     # The 2-core MEDDOCAN generator: see benchmarks/results/adapt_meddocan.md for why.
-    "cpu": LlamaPreset(hidden=384, layers=6, heads=6, vocab=8000, context=512),
+    "cpu": LlamaPreset(hidden=384, layers=4, heads=6, vocab=8000, context=512),
 }
 
 # Head sizes vLLM's CPU attention kernels support (vllm/v1/attention/backends/cpu_attn.py).

@@ -114,6 +114,17 @@ def _adapt(args):
     return 0
 
 
+def _generate(args):
+    from sdeid.generate import GenerateConfig
+    from sdeid.generate_job import run_generate
+
+    cfg = _resolved_config(GenerateConfig, args)
+    if cfg is None:
+        return 0
+    print(json.dumps(run_generate(cfg, args.out, ray_address=args.address), indent=2))
+    return 0
+
+
 def _model_init(args):
     from sdeid.causal_lm_init import PRESETS, build_llama
     from sdeid.parquet_io import read_corpus
@@ -167,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(a)
     a.set_defaults(func=_adapt)
 
+    g = sub.add_parser("generate", help="sample synthetic notes (Ray Data + vLLM) into shards")
+    _add_config_args(g)
+    g.set_defaults(func=_generate)
+
     model = sub.add_parser("model", help="model tools").add_subparsers(
         dest="model_command", required=True
     )
@@ -193,13 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from sdeid.config import ConfigError
-    from sdeid.schema import NoteError
+    from sdeid.errors import SdeidError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (NoteError, ConfigError, FileNotFoundError) as e:
+    except (SdeidError, FileNotFoundError) as e:
         print(f"sdeid: error: {e}", file=sys.stderr)
         return 2
 

@@ -12,8 +12,10 @@ import types
 import typing
 from pathlib import Path
 
+from sdeid.errors import SdeidError
 
-class ConfigError(ValueError):
+
+class ConfigError(SdeidError):
     """A config file or override is wrong; the message names the file, key and problem."""
 
 

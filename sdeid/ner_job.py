@@ -45,12 +45,11 @@ def evaluate_model(model_dir, gold_notes, max_length=256, stride=64):
 
 
 def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) -> dict:
-    import ray
-
     from sdeid.brat import write_brat
     from sdeid.metrics import per_label_table
     from sdeid.ner_train import fit, resolve_model_dir
     from sdeid.parquet_io import read_corpus
+    from sdeid.ray_env import init_ray
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -64,8 +63,7 @@ def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) 
     resolve_model_dir(cfg.base_model)
 
     t0 = time.time()
-    if not ray.is_initialized():
-        ray.init(address=ray_address, log_to_driver=True, include_dashboard=False)
+    init_ray(ray_address)
     best, history = fit(cfg, out_dir)
     train_wall = time.time() - t0
     model_dir = out_dir / "model"

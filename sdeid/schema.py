@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sdeid.errors import SdeidError
+
 SCHEMA_VERSION = 1
 
 # The 22 PHI labels that occur in MEDDOCAN (see ../shared/data/meddocan/README.md).
@@ -39,7 +41,7 @@ MEDDOCAN_LABELS = (
 )
 
 
-class NoteError(ValueError):
+class NoteError(SdeidError):
     """A note, or the file it came from, is not valid. The message says where and what."""
 
 

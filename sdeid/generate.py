@@ -1,0 +1,204 @@
+"""Sample synthetic notes: Ray Data + vLLM engine actors, or a plain transformers backend.
+
+Both backends take prompt-plan rows and yield one dict per note with the same fields. The vLLM
+backend is `ray.data.llm`'s processor: engine replicas as an actor pool, per-row sampling
+parameters (each note's own seed), tokenizer and detokenizer stages on fractional CPUs so a
+2-core machine does not deadlock. The transformers backend (`backend: hf`) is for machines
+without vLLM and is the benchmark's baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    model: str
+    """An `sdeid adapt` output folder (its merged/ model is used) or any causal-LM folder."""
+    prompts_from: str | None = None
+    """Corpus whose documents' first words are the prompts (the paper: held-out documents)."""
+    prompt_file: str | None = None
+    """Or a text file with one prompt per line."""
+    unconditional: bool = False
+    """Or no prompt at all (the model starts from <s>)."""
+    num_prompts: int = 0
+    """Use only the first N prompts (0: all)."""
+    prompt_words: int = 3
+    """Words taken from the start of each document (the paper: 3)."""
+    samples_per_prompt: int = 80
+    """Notes sampled per prompt (the paper: 80, a corpus 4x the original)."""
+    seed: int = 0
+    """Run seed; each note's seed derives from it, its prompt id and sample index."""
+    max_new_tokens: int = 480
+    temperature: float = 1.0
+    top_p: float = 0.95
+    backend: str = "vllm"
+    """`vllm` (Ray Data + vLLM engine actors) or `hf` (transformers generate)."""
+    use_adapter: bool = False
+    """Serve the base model plus the LoRA adapter (vLLM LoRA) instead of the merged model."""
+    notes_per_shard: int = 1000
+    engine_replicas: int = 1
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    max_num_seqs: int = 64
+    """Sequences an engine decodes at once."""
+    enable_prefix_caching: bool = True
+    """Samples of one prompt share its prefix: cache it."""
+    batch_size: int = 64
+    """Rows per Ray Data batch sent to an engine."""
+    use_gpu: bool = False
+    cpus_per_engine: float = 1.0
+    kv_cache_gib: int = 1
+    """vLLM CPU KV-cache size (VLLM_CPU_KVCACHE_SPACE), CPU only."""
+    dtype: str = "float32"
+    hf_batch_size: int = 16
+    min_chars: int = 100
+    """Clean-up: drop notes shorter than this."""
+    max_chars: int = 0
+    """Clean-up: drop notes longer than this (0: no limit)."""
+    near_dup_threshold: float = 0.8
+    """Clean-up: MinHash Jaccard above which a note is a near-duplicate of an earlier one
+    (0 disables near-duplicate removal; exact duplicates are always removed)."""
+
+    def check(self):
+        sources = [self.prompts_from is not None, self.prompt_file is not None, self.unconditional]
+        if sum(sources) != 1:
+            raise ValueError("give exactly one of prompts_from, prompt_file, unconditional")
+        if self.backend not in ("vllm", "hf"):
+            raise ValueError(f"backend must be 'vllm' or 'hf', got {self.backend!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        for name in (
+            "samples_per_prompt",
+            "max_new_tokens",
+            "notes_per_shard",
+            "engine_replicas",
+            "max_num_seqs",
+            "batch_size",
+            "hf_batch_size",
+            "prompt_words",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.near_dup_threshold <= 1:
+            raise ValueError(f"near_dup_threshold must be in [0, 1], got {self.near_dup_threshold}")
+
+
+def _finish_reason(n_tokens: int, max_tokens: int) -> str:
+    # The Ray Data vLLM stage does not pass vLLM's finish_reason on; at the token cap it was
+    # cut ("length"), below it the model ended the note ("stop").
+    return "length" if n_tokens >= max_tokens else "stop"
+
+
+def vllm_generate(cfg: GenerateConfig, model_dir: str, rows: list[dict], max_model_len: int):
+    """Yield result rows as the Ray Data pipeline streams them, in plan order. Each row
+    carries its own `max_tokens` (the room its prompt leaves in the context)."""
+    import ray
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    engine_kwargs = dict(
+        dtype=cfg.dtype,
+        max_model_len=max_model_len,
+        max_num_seqs=cfg.max_num_seqs,
+        enable_prefix_caching=cfg.enable_prefix_caching,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        pipeline_parallel_size=cfg.pipeline_parallel_size,
+        # torch.compile and CUDA graphs cost ~90 s of start-up on CPU for no gain at this size
+        enforce_eager=not cfg.use_gpu,
+    )
+    light = {"num_cpus": 0.1}  # tokenizer stages: tiny work, must not hold a whole core
+    proc_cfg = vLLMEngineProcessorConfig(
+        model_source=model_dir,
+        engine_kwargs=engine_kwargs,
+        concurrency=cfg.engine_replicas,
+        # vLLM's Ray metrics exporter fails to import under ray[data,train] (no ray[default]).
+        log_engine_metrics=False,
+        batch_size=cfg.batch_size,
+        chat_template_stage=False,
+        tokenize_stage=light,
+        detokenize_stage=light,
+        runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib)}},
+        **(
+            {}
+            if cfg.use_gpu
+            else {"placement_group_config": {"bundles": [{"CPU": cfg.cpus_per_engine}]}}
+        ),
+    )
+
+    def preprocess(row):
+        return dict(
+            row,
+            sampling_params=dict(
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                max_tokens=int(row["max_tokens"]),
+                seed=int(row["seed"]),
+            ),
+        )
+
+    def postprocess(row):
+        n_out = int(row["num_generated_tokens"])
+        return dict(
+            note_id=row["note_id"],
+            prompt_id=row["prompt_id"],
+            prompt=row["prompt"],
+            sample_index=int(row["sample_index"]),
+            seed=int(row["seed"]),
+            shard=int(row["shard"]),
+            text=row["prompt"] + row["generated_text"],
+            finish_reason=_finish_reason(n_out, int(row["max_tokens"])),
+            prompt_tokens=int(row["num_input_tokens"]),
+            output_tokens=n_out,
+        )
+
+    processor = build_processor(
+        proc_cfg,
+        preprocess=preprocess,
+        postprocess=postprocess,
+        preprocess_map_kwargs=light,
+        postprocess_map_kwargs=light,
+    )
+    n_blocks = max(1, min(len(rows) // cfg.batch_size, 4 * cfg.engine_replicas * 8))
+    ds = ray.data.from_items(rows).repartition(n_blocks)
+    yield from processor(ds).iter_rows()
+
+
+def hf_generate(cfg: GenerateConfig, model_dir: str, rows: list[dict], max_model_len: int):
+    """transformers `generate`, batched, in this process; seeds per batch (not per note)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    for b in range(0, len(rows), cfg.hf_batch_size):
+        batch = rows[b : b + cfg.hf_batch_size]
+        enc = tok([r["prompt"] for r in batch], return_tensors="pt", padding=True)
+        max_tokens = min(r["max_tokens"] for r in batch)
+        torch.manual_seed(batch[0]["seed"])
+        with torch.inference_mode():
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                top_p=cfg.top_p,
+                temperature=cfg.temperature,
+                max_new_tokens=max_tokens,
+                pad_token_id=tok.pad_token_id,
+            )
+        width = enc["input_ids"].shape[1]
+        for r, seq, mask in zip(batch, out, enc["attention_mask"], strict=True):
+            new = seq[width:]
+            ended = (new == tok.eos_token_id).nonzero()
+            n_out = int(ended[0]) + 1 if len(ended) else int((new != tok.pad_token_id).sum())
+            text = tok.decode(new[:n_out], skip_special_tokens=True)
+            yield dict(
+                r,
+                text=r["prompt"] + text,
+                finish_reason=_finish_reason(n_out, max_tokens),
+                prompt_tokens=int(mask.sum()),
+                output_tokens=n_out,
+            )

@@ -1,0 +1,213 @@
+"""`sdeid generate`: run the prompt plan through an engine into resumable Parquet shards.
+
+Output folder:
+  shards/             raw generated notes, shard-NNNNN.parquet, each with a _done marker
+  clean/              the same notes after the length filter and duplicate removal
+  _manifest.json      config, lineage (the adapt manifest), counts, removals, timings
+
+A rerun after a crash generates only the shards that are not done; note ids and seeds are fixed
+by the plan, so the final id set is the same as an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from sdeid.config import config_to_dict
+from sdeid.errors import RunFolderError, SdeidError
+from sdeid.generate import GenerateConfig
+from sdeid.manifest import MANIFEST, fingerprint_path, write_manifest
+from sdeid.ner_job import absolute
+from sdeid.schema import Note
+
+EXTRA_COLUMNS = (
+    "prompt_id",
+    "prompt",
+    "sample_index",
+    "seed",
+    "finish_reason",
+    "prompt_tokens",
+    "output_tokens",
+)
+
+
+def resolve_generator(model: str) -> tuple[Path, dict | None]:
+    """(model folder, the adapt manifest it came from, if any)."""
+    path = Path(model)
+    if (path / MANIFEST).is_file() and (path / "merged" / "config.json").is_file():
+        return path / "merged", json.loads((path / MANIFEST).read_text())
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"generator {model}: neither an adapt output folder (with "
+            "merged/) nor a model folder (with config.json)"
+        )
+    return path, None
+
+
+def plan_rows(cfg: GenerateConfig, tokenizer, max_model_len: int) -> list[dict]:
+    from sdeid.parquet_io import read_corpus
+    from sdeid.prompt_plan import build_plan, prompts_from_corpus, prompts_from_file
+
+    if cfg.prompts_from:
+        prompts = prompts_from_corpus(read_corpus(cfg.prompts_from), cfg.prompt_words)
+    elif cfg.prompt_file:
+        prompts = prompts_from_file(cfg.prompt_file)
+    else:
+        prompts = [("uncond", "")]
+    if cfg.num_prompts:
+        prompts = prompts[: cfg.num_prompts]
+    rows = [
+        dataclasses.asdict(r)
+        for r in build_plan(prompts, cfg.samples_per_prompt, cfg.seed, cfg.notes_per_shard)
+    ]
+    lengths = {p: len(tokenizer(t)["input_ids"]) for p, t in prompts}
+    for r in rows:
+        room = max_model_len - lengths[r["prompt_id"]]
+        if room < 1:
+            raise SdeidError(
+                f"prompt {r['prompt_id']}: {lengths[r['prompt_id']]} tokens leave no "
+                f"room in the model's context of {max_model_len}"
+            )
+        r["max_tokens"] = min(cfg.max_new_tokens, room)
+    return rows
+
+
+def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -> dict:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from sdeid.generate import hf_generate, vllm_generate
+    from sdeid.shard_store import ShardStore
+
+    out_dir = Path(out_dir)
+    cfg = dataclasses.replace(
+        cfg,
+        model=absolute(cfg.model),
+        prompts_from=absolute(cfg.prompts_from),
+        prompt_file=absolute(cfg.prompt_file),
+    )
+    model_dir, adapt_manifest = resolve_generator(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    max_model_len = AutoConfig.from_pretrained(model_dir).max_position_embeddings
+    rows = plan_rows(cfg, tokenizer, max_model_len)
+    store = ShardStore(out_dir / "shards")
+    store.folder.mkdir(parents=True, exist_ok=True)
+    store.clear_temporaries()
+    expected = {}
+    for r in rows:
+        expected[r["shard"]] = expected.get(r["shard"], 0) + 1
+    done = store.done()
+    for index, marker in done.items():
+        if marker["rows"] != expected.get(index):
+            raise RunFolderError(
+                f"{store.folder}: shard {index} has {marker['rows']} rows but this "
+                f"plan puts {expected.get(index, 0)} there: the folder was made with "
+                "another plan; use a new output folder"
+            )
+    todo = [r for r in rows if r["shard"] not in done]
+    print(
+        f"[generate] {len(rows)} notes in {len(expected)} shards; {len(done)} shards done, "
+        f"{len(todo)} notes to generate",
+        flush=True,
+    )
+
+    t0 = time.time()
+    tokens, written = 0, 0
+    if todo:
+        if cfg.backend == "vllm":
+            from sdeid.ray_env import init_ray
+
+            init_ray(ray_address)
+            stream = vllm_generate(cfg, str(model_dir), todo, max_model_len)
+        else:
+            stream = hf_generate(cfg, str(model_dir), todo, max_model_len)
+        fingerprint = fingerprint_path(model_dir)[:16]
+        buffers: dict[int, list] = {}
+        for row in stream:
+            buf = buffers.setdefault(row["shard"], [])
+            buf.append(row)
+            tokens += row["output_tokens"]
+            if len(buf) == expected[row["shard"]]:
+                _write_shard(store, row["shard"], buffers.pop(row["shard"]), fingerprint)
+                written += len(buf)
+                el = time.time() - t0
+                eta = el / written * (len(todo) - written)
+                print(
+                    f"[generate] shard {row['shard']} done: {written}/{len(todo)} notes, "
+                    f"{tokens} tokens, {tokens / el:.0f} tokens/s, ETA {eta:.0f}s",
+                    flush=True,
+                )
+        if buffers:
+            raise RuntimeError(f"engine returned incomplete shards {sorted(buffers)}")
+    gen_s = time.time() - t0
+    clean = clean_shards(cfg, store, out_dir / "clean")
+    inputs = {"model": {"path": str(model_dir), "sha256": fingerprint_path(model_dir)}}
+    if adapt_manifest is not None:
+        inputs["adapt_manifest"] = adapt_manifest
+    if cfg.prompts_from:
+        inputs["prompts_from"] = {
+            "path": cfg.prompts_from,
+            "sha256": fingerprint_path(cfg.prompts_from),
+        }
+    summary = {
+        "notes_planned": len(rows),
+        "notes_generated_this_run": written,
+        "output_tokens_this_run": tokens,
+        "generate_s": gen_s,
+        "tokens_per_s": tokens / gen_s if written else None,
+        **clean,
+    }
+    write_manifest(
+        out_dir,
+        "generate",
+        config_to_dict(cfg),
+        inputs,
+        counts=summary,
+        timings={"generate_s": gen_s},
+    )
+    return summary
+
+
+def _write_shard(store, index: int, rows: list[dict], fingerprint: str) -> None:
+    rows.sort(key=lambda r: (r["prompt_id"], r["sample_index"]))
+    notes = [
+        Note(r["note_id"], r["text"], [], source=f"generator:{fingerprint}", annotator="")
+        for r in rows
+    ]
+    store.write(index, notes, {c: [r[c] for r in rows] for c in EXTRA_COLUMNS})
+
+
+def clean_shards(cfg: GenerateConfig, store, clean_dir: Path) -> dict:
+    """Filter every raw shard into clean/ with the same shard numbers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from sdeid.dedup import clean_notes
+    from sdeid.shard_store import ShardStore
+
+    table = store.read_table()
+    kept, removed = clean_notes(
+        table["doc_id"].to_pylist(),
+        table["text"].to_pylist(),
+        cfg.min_chars,
+        cfg.max_chars,
+        cfg.near_dup_threshold,
+    )
+    keep = pa.array(kept)
+    out = ShardStore(clean_dir)
+    for index, marker in sorted(store.done().items()):
+        shard = pq.read_table(store.verify(index, marker))
+        mask = pc.is_in(shard["doc_id"], value_set=keep)
+        _write_table(out, index, shard.filter(mask))
+    return {"notes_raw": table.num_rows, "notes_clean": len(kept), "removed": removed}
+
+
+def _write_table(store, index: int, table) -> None:
+    from sdeid.parquet_io import table_to_notes
+
+    notes = table_to_notes(table, where=f"clean shard {index}", allow_overlap=True)
+    extra = {c: table[c].to_pylist() for c in EXTRA_COLUMNS if c in table.column_names}
+    store.write(index, notes, extra)

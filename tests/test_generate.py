@@ -1,0 +1,188 @@
+"""generate: the prompt plan, Ray Data + vLLM engine actors into shards, resume, clean-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import ROOT, toy_notes
+
+from sdeid.config import ConfigError, load_config
+from sdeid.dedup import clean_notes
+from sdeid.generate import GenerateConfig
+from sdeid.prompt_plan import build_plan, first_words, prompts_from_file
+
+
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory):
+    """A tiny random Llama (vLLM-compatible head size) and a prompt corpus."""
+    from sdeid.brat import write_brat
+    from sdeid.causal_lm_init import build_llama
+
+    root = tmp_path_factory.mktemp("gen")
+    base = build_llama(root / "base", [n.text for n in toy_notes(copies=3)], "tiny")
+    prompts = write_brat(toy_notes(), root / "prompts")
+    return root, base, prompts
+
+
+def _config(root, base, prompts, **over):
+    cfg = dict(
+        model=str(base),
+        prompts_from=str(prompts),
+        samples_per_prompt=4,
+        max_new_tokens=24,
+        notes_per_shard=5,
+        min_chars=1,
+        batch_size=4,
+    )
+    cfg.update(over)
+    path = root / f"gen-{len(list(root.glob('gen-*.yaml')))}.yaml"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def _sdeid(*args, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "sdeid.cli", *args], capture_output=True, text=True, cwd=ROOT, **kw
+    )
+
+
+def _ids(folder):
+    return sorted(pq.read_table(folder, columns=["doc_id"])["doc_id"].to_pylist())
+
+
+def test_plan_is_deterministic_and_sharded():
+    prompts = [("a", "Nombre: Ana"), ("b", "Paciente de")]
+    plan = build_plan(prompts, 3, run_seed=7, notes_per_shard=4)
+    again = build_plan(prompts, 3, run_seed=7, notes_per_shard=4)
+    assert plan == again
+    assert [r.note_id for r in plan] == [
+        "a-s0000",
+        "a-s0001",
+        "a-s0002",
+        "b-s0000",
+        "b-s0001",
+        "b-s0002",
+    ]
+    assert [r.shard for r in plan] == [0, 0, 0, 0, 1, 1]
+    assert len({r.seed for r in plan}) == 6
+    assert build_plan(prompts, 3, run_seed=8, notes_per_shard=4)[0].seed != plan[0].seed
+    assert first_words("\ufeffNombre:  Ana\nGarcía López", 3) == "Nombre: Ana García"
+    with pytest.raises(ValueError, match="prompt id 'a' occurs more than once"):
+        build_plan([("a", "x"), ("a", "y")], 1, 0, 10)
+
+
+def test_prompt_file_errors(tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("Paciente de\n\nNombre:\n")
+    with pytest.raises(ValueError, match=r"p.txt:2: empty prompt line"):
+        prompts_from_file(f)
+    f.write_text("Paciente de\nNombre:\n")
+    assert [p for _, p in prompts_from_file(f)] == ["Paciente de", "Nombre:"]
+
+
+def test_clean_up_counts_each_rule():
+    base = "el paciente ingresa en el hospital con dolor abdominal intenso y fiebre alta " * 3
+    texts = [
+        base,
+        base,
+        base.replace("fiebre", "tos"),
+        "corto",
+        "x" * 5000,
+        "texto completamente distinto sobre una fractura de cadera en una mujer mayor " * 3,
+    ]
+    kept, removed = clean_notes(
+        [f"n{i}" for i in range(6)], texts, min_chars=20, max_chars=1000, near_dup_threshold=0.5
+    )
+    assert kept == ["n0", "n5"]
+    assert removed == {"too_short": 1, "too_long": 1, "exact_duplicate": 1, "near_duplicate": 1}
+
+
+@pytest.mark.parametrize(
+    "over,message",
+    [
+        ({"prompt_file": "x.txt"}, "exactly one of prompts_from, prompt_file, unconditional"),
+        ({"top_p": 0}, r"top_p must be in \(0, 1\]"),
+        ({"backend": "tgi"}, "backend must be 'vllm' or 'hf'"),
+        ({"samples": 3}, r"unknown key\(s\) \['samples'\]"),
+    ],
+)
+def test_config_errors(generator, over, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(GenerateConfig, _config(*generator, **over))
+
+
+def test_vllm_ray_data_shards_manifest_and_rerun(generator, tmp_path):
+    root, base, prompts = generator
+    cfg = _config(root, base, prompts)
+    out = tmp_path / "gen"
+    run = _sdeid("generate", "--config", str(cfg), "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    shards = sorted(p.name for p in (out / "shards").glob("*.parquet"))
+    assert shards == ["shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
+    table = pq.read_table(out / "shards")
+    assert sorted(table["doc_id"].to_pylist()) == sorted(
+        f"toy-0-{i}-s{s:04d}" for i in range(3) for s in range(4)
+    )
+    rows = table.to_pylist()
+    assert all(r["text"].startswith(r["prompt"]) and r["output_tokens"] > 0 for r in rows)
+    assert all(r["finish_reason"] in ("stop", "length") and r["prompt_tokens"] > 0 for r in rows)
+    assert {r["annotator"] for r in rows} == {""} and rows[0]["source"].startswith("generator:")
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["counts"]["notes_raw"] == 12 and manifest["inputs"]["model"]["sha256"]
+    assert _ids(out / "clean") == _ids(out / "shards")  # min_chars=1: nothing removed
+
+    again = _sdeid("generate", "--config", str(cfg), "--out", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "3 shards done, 0 notes to generate" in again.stdout
+
+    other = _config(root, base, prompts, samples_per_prompt=3)
+    clash = _sdeid("generate", "--config", str(other), "--out", str(out))
+    assert clash.returncode == 2 and "made with another plan" in clash.stderr
+
+
+def test_kill_during_generation_then_rerun_loses_and_duplicates_nothing(generator, tmp_path):
+    root, base, prompts = generator
+    cfg = _config(
+        root, base, prompts, samples_per_prompt=20, notes_per_shard=4, backend="hf", hf_batch_size=2
+    )
+    out = tmp_path / "gen"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sdeid.cli", "generate", "--config", str(cfg), "--out", str(out)],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / "shards").glob("_done/*.json"))) < 3:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((out / "shards").glob("_done/*.json")))
+    assert 3 <= done_before < 15, "the kill must land mid-run"
+    run = _sdeid("generate", "--config", str(cfg), "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"{done_before} shards done" in run.stdout
+    ids = pq.read_table(out / "shards", columns=["doc_id"])["doc_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 60
+    assert sorted(ids) == sorted(f"toy-0-{i}-s{s:04d}" for i in range(3) for s in range(20))
+    assert not list((out / "shards").glob(".*"))  # no temporaries left
+
+
+def test_missing_model_is_named(generator, tmp_path):
+    root, _, prompts = generator
+    run = _sdeid(
+        "generate",
+        "--config",
+        str(_config(root, tmp_path / "none", prompts)),
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert run.returncode == 2 and "neither an adapt output folder" in run.stderr
