@@ -93,7 +93,9 @@ def _finish_reason(n_tokens: int, max_tokens: int) -> str:
     return "length" if n_tokens >= max_tokens else "stop"
 
 
-def vllm_generate(cfg: GenerateConfig, model_dir: str, rows: list[dict], max_model_len: int):
+def vllm_generate(
+    cfg: GenerateConfig, model_dir: str, rows: list[dict], max_model_len: int, adapter_dir=None
+):
     """Yield result rows as the Ray Data pipeline streams them, in plan order. Each row
     carries its own `max_tokens` (the room its prompt leaves in the context)."""
     import ray
@@ -110,6 +112,12 @@ def vllm_generate(cfg: GenerateConfig, model_dir: str, rows: list[dict], max_mod
         # torch.compile and CUDA graphs cost ~90 s of start-up on CPU for no gain at this size
         enforce_eager=not cfg.use_gpu,
     )
+    if adapter_dir is not None:
+        import json
+        from pathlib import Path
+
+        rank = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"]
+        engine_kwargs.update(enable_lora=True, max_lora_rank=max(8, rank), max_loras=1)
     light = {"num_cpus": 0.1}  # tokenizer stages: tiny work, must not hold a whole core
     proc_cfg = vLLMEngineProcessorConfig(
         model_source=model_dir,
@@ -130,6 +138,8 @@ def vllm_generate(cfg: GenerateConfig, model_dir: str, rows: list[dict], max_mod
     )
 
     def preprocess(row):
+        if adapter_dir is not None:
+            row = dict(row, model=str(adapter_dir))  # a row naming another model is a LoRA request
         return dict(
             row,
             sampling_params=dict(
@@ -167,7 +177,9 @@ def vllm_generate(cfg: GenerateConfig, model_dir: str, rows: list[dict], max_mod
     yield from processor(ds).iter_rows()
 
 
-def hf_generate(cfg: GenerateConfig, model_dir: str, rows: list[dict], max_model_len: int):
+def hf_generate(
+    cfg: GenerateConfig, model_dir: str, rows: list[dict], max_model_len: int, adapter_dir=None
+):
     """transformers `generate`, batched, in this process; seeds per batch (not per note)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -175,6 +187,10 @@ def hf_generate(cfg: GenerateConfig, model_dir: str, rows: list[dict], max_model
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir).eval()
     for b in range(0, len(rows), cfg.hf_batch_size):
         batch = rows[b : b + cfg.hf_batch_size]
         enc = tok([r["prompt"] for r in batch], return_tensors="pt", padding=True)

@@ -34,17 +34,25 @@ EXTRA_COLUMNS = (
 )
 
 
-def resolve_generator(model: str) -> tuple[Path, dict | None]:
-    """(model folder, the adapt manifest it came from, if any)."""
+def resolve_generator(model: str, use_adapter: bool = False):
+    """(model folder, LoRA adapter folder or None, the adapt manifest it came from, if any)."""
     path = Path(model)
+    if use_adapter:
+        if not (path / "adapter" / "adapter_config.json").is_file():
+            raise FileNotFoundError(
+                f"generator {model}: use_adapter needs an adapt output "
+                "folder made with method lora (no adapter/ found)"
+            )
+        manifest = json.loads((path / MANIFEST).read_text())
+        return Path(manifest["config"]["base_model"]), path / "adapter", manifest
     if (path / MANIFEST).is_file() and (path / "merged" / "config.json").is_file():
-        return path / "merged", json.loads((path / MANIFEST).read_text())
+        return path / "merged", None, json.loads((path / MANIFEST).read_text())
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"generator {model}: neither an adapt output folder (with "
             "merged/) nor a model folder (with config.json)"
         )
-    return path, None
+    return path, None, None
 
 
 def plan_rows(cfg: GenerateConfig, tokenizer, max_model_len: int) -> list[dict]:
@@ -88,7 +96,7 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
         prompts_from=absolute(cfg.prompts_from),
         prompt_file=absolute(cfg.prompt_file),
     )
-    model_dir, adapt_manifest = resolve_generator(cfg.model)
+    model_dir, adapter_dir, adapt_manifest = resolve_generator(cfg.model, cfg.use_adapter)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     max_model_len = AutoConfig.from_pretrained(model_dir).max_position_embeddings
     rows = plan_rows(cfg, tokenizer, max_model_len)
@@ -120,10 +128,10 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
             from sdeid.ray_env import init_ray
 
             init_ray(ray_address)
-            stream = vllm_generate(cfg, str(model_dir), todo, max_model_len)
+            stream = vllm_generate(cfg, str(model_dir), todo, max_model_len, adapter_dir)
         else:
-            stream = hf_generate(cfg, str(model_dir), todo, max_model_len)
-        fingerprint = fingerprint_path(model_dir)[:16]
+            stream = hf_generate(cfg, str(model_dir), todo, max_model_len, adapter_dir)
+        fingerprint = fingerprint_path(adapter_dir or model_dir)[:16]
         buffers: dict[int, list] = {}
         for row in stream:
             buf = buffers.setdefault(row["shard"], [])
@@ -144,6 +152,8 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
     gen_s = time.time() - t0
     clean = clean_shards(cfg, store, out_dir / "clean")
     inputs = {"model": {"path": str(model_dir), "sha256": fingerprint_path(model_dir)}}
+    if adapter_dir is not None:
+        inputs["adapter"] = {"path": str(adapter_dir), "sha256": fingerprint_path(adapter_dir)}
     if adapt_manifest is not None:
         inputs["adapt_manifest"] = adapt_manifest
     if cfg.prompts_from:

@@ -186,3 +186,33 @@ def test_missing_model_is_named(generator, tmp_path):
         str(tmp_path / "o"),
     )
     assert run.returncode == 2 and "neither an adapt output folder" in run.stderr
+
+
+def test_lora_adapter_served_by_vllm(generator, tmp_path):
+    """use_adapter: vLLM serves the base model with the adapt run's LoRA adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sdeid.manifest import write_manifest
+
+    root, base, prompts = generator
+    adapt = tmp_path / "adapt"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
+        r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)  # a trained adapter is non-zero; PEFT initialises B to 0
+    model.save_pretrained(adapt / "adapter")
+    AutoTokenizer.from_pretrained(base).save_pretrained(adapt / "adapter")
+    write_manifest(adapt, "adapt", {"base_model": str(base), "method": "lora"}, {})
+
+    cfg = _config(root, adapt, prompts, use_adapter=True, samples_per_prompt=2)
+    out = tmp_path / "gen"
+    run = _sdeid("generate", "--config", str(cfg), "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(_ids(out / "shards")) == 6
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["inputs"]["adapter"]["path"] == str(adapt / "adapter")
+    assert manifest["inputs"]["adapt_manifest"]["stage"] == "adapt"
