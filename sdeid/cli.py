@@ -125,6 +125,17 @@ def _generate(args):
     return 0
 
 
+def _annotate(args):
+    from sdeid.annotate import AnnotateConfig
+    from sdeid.annotate_job import run_annotate
+
+    cfg = _resolved_config(AnnotateConfig, args)
+    if cfg is None:
+        return 0
+    print(json.dumps(run_annotate(cfg, args.out, ray_address=args.address), indent=2))
+    return 0
+
+
 def _model_init(args):
     from sdeid.causal_lm_init import PRESETS, build_llama
     from sdeid.parquet_io import read_corpus
@@ -181,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="sample synthetic notes (Ray Data + vLLM) into shards")
     _add_config_args(g)
     g.set_defaults(func=_generate)
+
+    an = sub.add_parser("annotate", help="tag note shards for PHI with the NER model (Ray Data)")
+    _add_config_args(an)
+    an.set_defaults(func=_annotate)
 
     model = sub.add_parser("model", help="model tools").add_subparsers(
         dest="model_command", required=True

@@ -198,8 +198,10 @@ def test_lora_adapter_served_by_vllm(generator, tmp_path):
 
     root, base, prompts = generator
     adapt = tmp_path / "adapt"
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
-        r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:

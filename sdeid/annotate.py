@@ -1,0 +1,107 @@
+"""Tag synthetic notes for PHI with the gold-trained NER model, on a Ray Data actor pool.
+
+Each actor holds one `NerTagger`; a batch of notes is cut into windows that are sorted by
+length before they reach the model, so padding stays small. Spans carry the model's confidence
+(the lowest word probability in the span), which `min_score` can threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AnnotateConfig:
+    notes: str
+    """A `generate` output folder (its clean/ shards are read) or a folder of note shards."""
+    model: str
+    """An `ner train` output folder (its model/ is used) or a token-classification model."""
+    annotators: int = 1
+    """Actors in the pool, each holding a copy of the model."""
+    cpus_per_annotator: float = 2.0
+    use_gpu: bool = False
+    batch_size: int = 64
+    """Notes per batch sent to an actor."""
+    max_length: int = 256
+    stride: int = 64
+    min_score: float = 0.0
+    """Drop predicted spans whose confidence is below this."""
+    sample_brat: int = 20
+    """Also export this many annotated notes as BRAT for inspection (0: none)."""
+
+    def check(self):
+        for name in ("annotators", "batch_size", "max_length"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.min_score < 1:
+            raise ValueError(f"min_score must be in [0, 1), got {self.min_score}")
+
+
+class NerAnnotator:
+    """The actor's callable: a pyarrow batch of notes in, the same batch with spans out."""
+
+    def __init__(
+        self,
+        model_dir: str,
+        name: str,
+        max_length: int,
+        stride: int,
+        threads: int,
+        min_score: float,
+        use_gpu: bool,
+    ):
+        import torch
+
+        from sdeid.ner_predict import NerTagger
+
+        if not use_gpu:
+            torch.set_num_threads(max(1, threads))
+        self.tagger = NerTagger(model_dir, max_length, stride, device="cuda" if use_gpu else "cpu")
+        self.name, self.min_score = name, min_score
+
+    def __call__(self, batch):
+        from sdeid.parquet_io import notes_to_table
+        from sdeid.schema import Note, Span
+
+        notes = [
+            Note(i, t)
+            for i, t in zip(batch["doc_id"].to_pylist(), batch["text"].to_pylist(), strict=True)
+        ]
+        tagged = self.tagger.tag(notes, annotator=self.name)
+        for note in tagged:
+            note.spans = [
+                Span(s.start, s.end, s.label, s.score)
+                for s in note.spans
+                if s.score is None or s.score >= self.min_score
+            ]
+        for note, source in zip(tagged, batch["source"].to_pylist(), strict=True):
+            note.source = source
+        extra = {
+            c: batch[c]
+            for c in batch.column_names
+            if c not in ("doc_id", "text", "spans", "source", "annotator")
+        }
+        return notes_to_table(tagged, extra)
+
+
+def annotate_dataset(ds, cfg: AnnotateConfig, model_dir: str, name: str):
+    """The Ray Data step: `ds` of notes -> `ds` of annotated notes (no I/O of its own)."""
+    from ray.data import ActorPoolStrategy
+
+    return ds.map_batches(
+        NerAnnotator,
+        fn_constructor_kwargs=dict(
+            model_dir=model_dir,
+            name=name,
+            max_length=cfg.max_length,
+            stride=cfg.stride,
+            threads=int(cfg.cpus_per_annotator),
+            min_score=cfg.min_score,
+            use_gpu=cfg.use_gpu,
+        ),
+        batch_format="pyarrow",
+        batch_size=cfg.batch_size,
+        compute=ActorPoolStrategy(size=cfg.annotators),
+        num_cpus=cfg.cpus_per_annotator,
+        num_gpus=1 if cfg.use_gpu else 0,
+    )
