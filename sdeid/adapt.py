@@ -118,12 +118,16 @@ def _dev_metrics(model, blocks, n_chars, device, batch_size):
     total_nats, total_tokens = 0.0, 0
     model.eval()
     with torch.no_grad():
-        for i in range(0, len(blocks), batch_size):
-            for block in blocks[i : i + batch_size]:  # blocks differ in length only at the end
-                ids = torch.tensor([block], device=device)
-                loss = model(input_ids=ids, labels=ids).loss
-                total_nats += float(loss) * (len(block) - 1)
-                total_tokens += len(block) - 1
+        # Full blocks share a length and go in batches; only the last block may be shorter.
+        full = [b for b in blocks if len(b) == len(blocks[0])]
+        rest = [b for b in blocks[len(full) :]]
+        batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)]
+        for batch in batches + [[b] for b in rest]:
+            ids = torch.tensor(batch, device=device)
+            loss = model(input_ids=ids, labels=ids).loss  # mean over len(batch) * (L - 1)
+            n = len(batch) * (ids.shape[1] - 1)
+            total_nats += float(loss) * n
+            total_tokens += n
     model.train()
     mean = total_nats / max(1, total_tokens)
     return {
