@@ -10,7 +10,6 @@ already trained on (the data order is a pure function of seed and epoch).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -150,7 +149,7 @@ def train_loop(cfg_dict: dict):
     if not cfg.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from sdeid.lm_data import pack_blocks, tokenize_documents
     from sdeid.ner_train import sample_fraction
@@ -172,21 +171,7 @@ def train_loop(cfg_dict: dict):
     )
     dev_chars = sum(len(n.text) for n in dev_notes)
 
-    dtype = torch.float32
-    model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype)
-    if cfg.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=cfg.lora_r,
-                lora_alpha=cfg.lora_alpha,
-                lora_dropout=cfg.lora_dropout,
-                target_modules=list(cfg.lora_target_modules),
-                task_type="CAUSAL_LM",
-            ),
-        )
+    model = build_model(cfg)
     params = [p for p in model.parameters() if p.requires_grad]
 
     per_rank = len(blocks) // world
@@ -400,6 +385,27 @@ def _cosine_schedule(optimizer, cfg: AdaptConfig, total_steps: int, clock: Train
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def build_model(cfg: AdaptConfig):
+    """The base causal LM in fp32, wrapped with a fresh LoRA adapter for method `lora`."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype="float32")
+    if cfg.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=list(cfg.lora_target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
+    return model
+
+
 def export_models(cfg: AdaptConfig, module, tokenizer, out: Path, rank: int) -> None:
     """Write `adapter/` (LoRA only) and `merged/`, a plain model folder vLLM loads directly.
 
@@ -407,8 +413,6 @@ def export_models(cfg: AdaptConfig, module, tokenizer, out: Path, rank: int) -> 
     rebuilds the model on CPU from the base folder and loads the trained weights into it.
     """
     import contextlib
-
-    from transformers import AutoModelForCausalLM
 
     gather = contextlib.nullcontext()
     if cfg.strategy == "deepspeed" and cfg.zero_stage == 3:
@@ -423,20 +427,7 @@ def export_models(cfg: AdaptConfig, module, tokenizer, out: Path, rank: int) -> 
         )
     if rank != 0:
         return
-    model = AutoModelForCausalLM.from_pretrained(cfg.base_model)
-    if cfg.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=cfg.lora_r,
-                lora_alpha=cfg.lora_alpha,
-                lora_dropout=cfg.lora_dropout,
-                target_modules=list(cfg.lora_target_modules),
-                task_type="CAUSAL_LM",
-            ),
-        )
+    model = build_model(cfg)
     model.load_state_dict(state)
     if cfg.method == "lora":
         model.save_pretrained(out / "adapter")
@@ -448,22 +439,10 @@ def export_models(cfg: AdaptConfig, module, tokenizer, out: Path, rank: int) -> 
 
 def fit(cfg: AdaptConfig, run_dir: Path):
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
 
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config=dataclasses.asdict(cfg),
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.num_workers,
-            use_gpu=cfg.use_gpu,
-            resources_per_worker={"CPU": cfg.cpus_per_worker},
-        ),
-        run_config=ray.train.RunConfig(
-            name="adapt",
-            storage_path=str(Path(run_dir).resolve() / "ray"),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            failure_config=ray.train.FailureConfig(max_failures=0),
-        ),
+    from sdeid.ray_env import torch_trainer
+
+    trainer = torch_trainer(
+        train_loop, cfg, "adapt", run_dir, ray.train.CheckpointConfig(num_to_keep=1)
     )
     return trainer.fit()

@@ -9,7 +9,6 @@ from its last finished epoch.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -262,24 +261,17 @@ def train_loop(cfg_dict: dict):
 def fit(cfg: NerTrainConfig, run_dir: Path):
     """Run the Ray Train job; returns (best checkpoint, per-epoch metrics)."""
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
 
-    trainer = TorchTrainer(
+    from sdeid.ray_env import torch_trainer
+
+    # Keep the best epoch by dev F1 (Ray always keeps the latest too, for resuming).
+    trainer = torch_trainer(
         train_loop,
-        train_loop_config=dataclasses.asdict(cfg),
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.num_workers,
-            use_gpu=cfg.use_gpu,
-            resources_per_worker={"CPU": cfg.cpus_per_worker},
-        ),
-        run_config=ray.train.RunConfig(
-            name="ner",
-            storage_path=str(Path(run_dir).resolve() / "ray"),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="dev_f1", checkpoint_score_order="max"
-            ),
-            failure_config=ray.train.FailureConfig(max_failures=0),
+        cfg,
+        "ner",
+        run_dir,
+        ray.train.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute="dev_f1", checkpoint_score_order="max"
         ),
     )
     result = trainer.fit()

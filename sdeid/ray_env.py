@@ -24,3 +24,31 @@ def init_ray(address: str | None = None):
     else:
         ray.init(num_cpus=2 * (os.cpu_count() or 1), include_dashboard=False, runtime_env=env)
     return ray
+
+
+def torch_trainer(loop, cfg, name: str, run_dir, checkpoint_config):
+    """A Ray Train TorchTrainer for a stage config with num_workers, use_gpu, cpus_per_worker:
+    gloo between CPU workers, NCCL between GPUs; checkpoints under run_dir/ray/<name>, where a
+    rerun of the same command finds them and resumes."""
+    import dataclasses
+    from pathlib import Path
+
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    return TorchTrainer(
+        loop,
+        train_loop_config=dataclasses.asdict(cfg),
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(Path(run_dir).resolve() / "ray"),
+            checkpoint_config=checkpoint_config,
+            failure_config=ray.train.FailureConfig(max_failures=0),
+        ),
+    )
