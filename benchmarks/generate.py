@@ -105,7 +105,7 @@ def sdeid_run(tmp, model_dir, prompts, max_new_tokens, backend, **extra):
     return counts["output_tokens_this_run"], counts["generate_s"], time.time() - t0
 
 
-def throughput(model_dir, n_prompts=64, max_new_tokens=128, repeats=3):
+def throughput(model_dir, n_prompts=32, max_new_tokens=128, repeats=3):
     tmp = ROOT / "runs" / "bench-generate"
     tmp.mkdir(parents=True, exist_ok=True)
     prompts = _prompts(n_prompts)
