@@ -123,6 +123,7 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
 
     t0 = time.time()
     tokens, written = 0, 0
+    shard_log = []  # (shard, seconds since start, output tokens): steady-state rate between shards
     if todo:
         if cfg.backend == "vllm":
             from sdeid.ray_env import init_ray
@@ -141,6 +142,13 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
                 _write_shard(store, row["shard"], buffers.pop(row["shard"]), fingerprint)
                 written += len(buf)
                 el = time.time() - t0
+                shard_log.append(
+                    {
+                        "shard": row["shard"],
+                        "done_s": round(el, 3),
+                        "output_tokens": sum(r["output_tokens"] for r in buf),
+                    }
+                )
                 eta = el / written * (len(todo) - written)
                 print(
                     f"[generate] shard {row['shard']} done: {written}/{len(todo)} notes, "
@@ -175,7 +183,7 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
         config_to_dict(cfg),
         inputs,
         counts=summary,
-        timings={"generate_s": gen_s},
+        timings={"generate_s": gen_s, "shards": shard_log},
     )
     return summary
 
