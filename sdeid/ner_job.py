@@ -58,8 +58,9 @@ def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) 
         cfg, **{k: absolute(getattr(cfg, k)) for k in ("train", "dev", "test", "base_model")}
     )
     # Fail on bad corpora here, before any worker starts.
-    for path in (cfg.train, cfg.dev) + ((cfg.test,) if cfg.test else ()):
-        read_corpus(path, cfg.labels)
+    for path in (cfg.train, cfg.dev, cfg.test):
+        if path:
+            read_corpus(path, cfg.labels)
     resolve_model_dir(cfg.base_model)
 
     t0 = time.time()

@@ -21,10 +21,15 @@ from sdeid.schema import MEDDOCAN_LABELS
 class NerTrainConfig:
     train: str
     """Training corpus: a BRAT folder or Parquet notes (file or folder of shards)."""
-    dev: str
-    """Dev corpus, used to choose the best epoch."""
     base_model: str
     """Encoder folder to fine-tune, or `package:MODULE/SUBDIR` for a model shipped in a package."""
+    dev: str | None = None
+    """Dev corpus, used to choose the best epoch. None: hold out `dev_holdout` of train instead
+    (the synthetic NER model: no private note takes part in training or model selection)."""
+    dev_holdout: float = 0.1
+    """Share of training documents held out as dev when `dev` is None (a seeded sample)."""
+    min_confidence: float = 0.0
+    """Drop machine-annotated spans scored below this (gold spans carry no score and stay)."""
     test: str | None = None
     """Gold test corpus; when given, the best model is scored on it after training."""
     labels: tuple[str, ...] = MEDDOCAN_LABELS
@@ -52,6 +57,10 @@ class NerTrainConfig:
     def check(self):
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction}")
+        if self.dev is None and not 0 < self.dev_holdout < 1:
+            raise ValueError(f"dev_holdout must be in (0, 1), got {self.dev_holdout}")
+        if not 0 <= self.min_confidence < 1:
+            raise ValueError(f"min_confidence must be in [0, 1), got {self.min_confidence}")
         if self.max_length <= self.stride + 2:
             raise ValueError(f"max_length {self.max_length} must exceed stride + 2")
         for name in ("epochs", "batch_size", "num_workers", "max_length"):
@@ -85,6 +94,36 @@ def sample_fraction(notes, fraction: float, seed: int):
     return sorted(random.Random(seed).sample(list(notes), k), key=lambda n: n.doc_id)
 
 
+def load_train_dev(cfg: NerTrainConfig):
+    """(train notes, dev notes): the configured fraction of train, spans below the confidence
+    threshold dropped; dev from its own corpus or held out of train."""
+    import dataclasses
+    import random
+
+    from sdeid.parquet_io import read_corpus
+
+    notes = read_corpus(cfg.train, cfg.labels)
+    if cfg.min_confidence > 0:
+        notes = [
+            dataclasses.replace(
+                n,
+                spans=[s for s in n.spans if s.score is None or s.score >= cfg.min_confidence],
+            )
+            for n in notes
+        ]
+    if cfg.dev is not None:
+        return sample_fraction(notes, cfg.train_fraction, cfg.seed), read_corpus(
+            cfg.dev, cfg.labels
+        )
+    if len(notes) < 2:
+        raise ValueError(f"{cfg.train}: {len(notes)} notes, too few to hold out a dev set")
+    order = sorted(notes, key=lambda n: n.doc_id)
+    random.Random(cfg.seed + 1).shuffle(order)
+    n_dev = max(1, round(len(order) * cfg.dev_holdout))
+    train = sorted(order[n_dev:], key=lambda n: n.doc_id)
+    return sample_fraction(train, cfg.train_fraction, cfg.seed), order[:n_dev]
+
+
 def train_loop(cfg_dict: dict):
     """The per-worker loop. Reads the corpora itself so nothing large travels through Ray."""
     import json
@@ -112,7 +151,6 @@ def train_loop(cfg_dict: dict):
     )
     from sdeid.metrics import ner_scores
     from sdeid.ner_predict import NerTagger
-    from sdeid.parquet_io import read_corpus
 
     cfg = NerTrainConfig(**cfg_dict)
     ctx = ray.train.get_context()
@@ -126,8 +164,8 @@ def train_loop(cfg_dict: dict):
     tokenizer = AutoTokenizer.from_pretrained(base)
     names = bio_label_names(cfg.labels)
     label_ids = {n: i for i, n in enumerate(names)}
-    train_notes = sample_fraction(read_corpus(cfg.train, cfg.labels), cfg.train_fraction, cfg.seed)
-    dev_notes = read_corpus(cfg.dev, cfg.labels) if rank == 0 else []
+    train_notes, dev_notes = load_train_dev(cfg)
+    dev_notes = dev_notes if rank == 0 else []
     examples = []
     for note in train_notes:
         doc = encode_document(tokenizer, note.text)
