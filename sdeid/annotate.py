@@ -26,6 +26,8 @@ class AnnotateConfig:
     stride: int = 64
     min_score: float = 0.0
     """Drop predicted spans whose confidence is below this."""
+    dtype: str = "float32"
+    """Model weights' type: bfloat16 is faster on CPUs with AVX512-BF16 and on GPUs."""
     sample_brat: int = 20
     """Also export this many annotated notes as BRAT for inspection (0: none)."""
 
@@ -35,6 +37,8 @@ class AnnotateConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.min_score < 1:
             raise ValueError(f"min_score must be in [0, 1), got {self.min_score}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
 
 class NerAnnotator:
@@ -49,6 +53,7 @@ class NerAnnotator:
         threads: int,
         min_score: float,
         use_gpu: bool,
+        dtype: str = "float32",
     ):
         import torch
 
@@ -56,7 +61,9 @@ class NerAnnotator:
 
         if not use_gpu:
             torch.set_num_threads(max(1, threads))
-        self.tagger = NerTagger(model_dir, max_length, stride, device="cuda" if use_gpu else "cpu")
+        self.tagger = NerTagger(
+            model_dir, max_length, stride, device="cuda" if use_gpu else "cpu", dtype=dtype
+        )
         self.name, self.min_score = name, min_score
 
     def __call__(self, batch):
@@ -98,6 +105,7 @@ def annotate_dataset(ds, cfg: AnnotateConfig, model_dir: str, name: str):
             threads=int(cfg.cpus_per_annotator),
             min_score=cfg.min_score,
             use_gpu=cfg.use_gpu,
+            dtype=cfg.dtype,
         ),
         batch_format="pyarrow",
         batch_size=cfg.batch_size,

@@ -80,7 +80,9 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
         init_ray(ray_address)
         n_notes = sum(expected[i] for i in todo)
         ds = ray.data.read_parquet(files, include_paths=True)
-        ds = ds.repartition(max(1, min(n_notes // cfg.batch_size, 64)))
+        # About one block per batch: a block cut at another size reaches the actor as a full
+        # batch and a small remainder, each paying a model call.
+        ds = ds.repartition(max(1, -(-n_notes // cfg.batch_size)))
         buffers: dict[int, list] = {}
         for batch in annotate_dataset(ds, cfg, str(model_dir), name).iter_batches(
             batch_format="pyarrow", batch_size=None

@@ -26,12 +26,14 @@ class NerTagger:
         model=None,
         tokenizer=None,
         device: str = "cpu",
+        dtype: str = "float32",
     ):
+        import torch
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_dir)
         self.model = model or AutoModelForTokenClassification.from_pretrained(model_dir)
-        self.model.to(device).eval()
+        self.model.to(device=device, dtype=getattr(torch, dtype)).eval()
         self.device = device
         self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
         self.max_length, self.stride, self.batch_size = max_length, stride, batch_size
