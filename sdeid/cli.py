@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _resolved_config(cls, args):
@@ -136,6 +137,92 @@ def _annotate(args):
     return 0
 
 
+def _print_records(records):
+    for r in records:
+        wall = f"{r['wall_s']:.0f}s" if "wall_s" in r else ""
+        print(f"{r['stage']:<14} {r['action']:<6} {wall:>6}  {r['folder']}")
+
+
+def _run(args):
+    from sdeid.pipeline import load_pipeline_config, run_pipeline
+
+    cfg = load_pipeline_config(args.config, args.set)
+    records = run_pipeline(
+        cfg,
+        args.out,
+        from_stage=args.from_stage,
+        only=args.only,
+        dry_run=args.dry_run,
+        ray_address=args.address,
+        where=args.config,
+    )
+    if args.dry_run:
+        print(json.dumps(records, indent=2, default=str))
+        return 0
+    _print_records(records)
+    report = Path(args.out) / "report" / "report.md"
+    if report.is_file():
+        print(f"report: {report}")
+    return 0
+
+
+def _ablate(args):
+    from sdeid.ablate import AblateConfig, run_ablation
+    from sdeid.config import load_config
+
+    cfg = load_config(AblateConfig, args.config, args.set)
+    rows = run_ablation(cfg, args.out, args.address, args.dry_run, where=args.config)
+    if args.dry_run:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(Path(args.out, "ablation.md").read_text())
+    return 0
+
+
+def _audit(args):
+    from sdeid.audit import AuditConfig, run_audit
+
+    cfg = _resolved_config(AuditConfig, args)
+    if cfg is None:
+        return 0
+    result = run_audit(cfg, args.out)
+    before, after = result["before_filter"], result["after_filter"]
+    print(
+        json.dumps(
+            {
+                "notes": before["notes"],
+                "ngram_recall": before["ngram_recall"],
+                "phi_strings_leaked_before_filter": before["phi_strings_leaked"],
+                "phi_strings_leaked_after_filter": after["phi_strings_leaked"],
+                "notes_flagged": before["notes_flagged"],
+                "notes_kept": after["notes"],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _publish(args):
+    from sdeid.pipeline import gate_config, load_pipeline_config
+    from sdeid.release import publish
+
+    cfg = load_pipeline_config(args.config, args.set)
+    release = publish(args.run, args.releases, gate_config(cfg, args.config), args.id)
+    print(f"published {release}; {Path(args.releases) / 'latest'} -> {release.name}")
+    return 0
+
+
+def _refresh(args):
+    from sdeid.pipeline import load_pipeline_config, refresh
+
+    cfg = load_pipeline_config(args.config, args.set)
+    result = refresh(cfg, args.root, args.keep, args.address, args.config, args.id)
+    _print_records(result["stages"])
+    print(json.dumps({k: result[k] for k in ("run", "release", "pruned")}, indent=2))
+    return 0
+
+
 def _model_init(args):
     from sdeid.causal_lm_init import PRESETS, build_llama
     from sdeid.parquet_io import read_corpus
@@ -197,6 +284,51 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(an)
     an.set_defaults(func=_annotate)
 
+    r = sub.add_parser(
+        "run",
+        help="the whole method: adapt, generate, annotate, train on synthetic, "
+        "evaluate, report (unchanged stages are reused)",
+    )
+    _add_config_args(r)
+    r.add_argument("--from", dest="from_stage", metavar="STAGE", help="rerun from this stage on")
+    r.add_argument("--only", metavar="STAGE", help="run only this stage")
+    r.set_defaults(func=_run)
+
+    pu = sub.add_parser(
+        "publish", help="gate a finished run and, if it passes, publish it as the latest release"
+    )
+    pu.add_argument("--config", required=True, help="the run's pipeline config (its gate)")
+    pu.add_argument("--run", required=True, help="the run folder")
+    pu.add_argument("--releases", required=True, help="the releases folder")
+    pu.add_argument("--id", default=None, help="release id (default: UTC time)")
+    pu.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pu.set_defaults(func=_publish)
+
+    rf = sub.add_parser(
+        "refresh",
+        help="the scheduled entrypoint: a new dated run (unchanged stages reused), gate, "
+        "publish, keep the last K releases",
+    )
+    rf.add_argument("--config", required=True)
+    rf.add_argument("--root", required=True, help="holds runs/, stages/ and releases/")
+    rf.add_argument("--keep", type=int, default=5, help="releases to keep")
+    rf.add_argument("--id", default=None, help="run and release id (default: UTC time)")
+    rf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    rf.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
+    rf.set_defaults(func=_refresh)
+
+    au = sub.add_parser(
+        "audit",
+        help="privacy audit of synthetic notes against the private corpus; writes the "
+        "notes that pass",
+    )
+    _add_config_args(au)
+    au.set_defaults(func=_audit)
+
+    ab = sub.add_parser("ablate", help="the pipeline over a grid of settings: table and curves")
+    _add_config_args(ab)
+    ab.set_defaults(func=_ablate)
+
     model = sub.add_parser("model", help="model tools").add_subparsers(
         dest="model_command", required=True
     )
@@ -224,10 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     from sdeid.errors import SdeidError
+    from sdeid.release import GateFailed
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except GateFailed as e:
+        print(f"sdeid: {e}", file=sys.stderr)
+        return 3
     except (SdeidError, FileNotFoundError) as e:
         print(f"sdeid: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,207 @@
+"""sdeid run: the whole chain on a toy corpus, stage reuse by key, --from, --only, --dry-run."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import ROOT, toy_notes
+
+from sdeid.ner_train import NerTrainConfig, load_train_dev
+from sdeid.pipeline import STAGES, load_pipeline_config, run_pipeline
+from sdeid.schema import Note, Span
+
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+
+
+def _sdeid(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "sdeid.cli", *args], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+@pytest.fixture(scope="module")
+def toy_corpus(tmp_path_factory):
+    from sdeid.brat import write_brat
+
+    root = tmp_path_factory.mktemp("corpus")
+    return {
+        "train": write_brat(toy_notes(copies=4), root / "train"),
+        "dev": write_brat(toy_notes(), root / "dev"),
+        "test": write_brat(toy_notes(copies=2), root / "test"),
+    }
+
+
+def _overrides(toy_corpus, tiny_bert, *more):
+    sets = [f"{k}={v}" for k, v in toy_corpus.items()]
+    sets += [f"annotator.base_model={tiny_bert}", "annotator.train_fraction=1.0", *more]
+    return [a for s in sets for a in ("--set", s)]
+
+
+def _actions(stdout: str) -> dict:
+    rows = [line.split() for line in stdout.splitlines()]
+    return {r[0]: r[1] for r in rows if r and r[0] in STAGES}
+
+
+def test_smoke_run_report_reuse_and_rerun_from(toy_corpus, tiny_bert, tmp_path):
+    out = tmp_path / "run"
+    sets = _overrides(toy_corpus, tiny_bert)
+    first = _sdeid("run", "--config", SMOKE, "--out", str(out), *sets)
+    assert first.returncode == 0, first.stderr[-4000:]
+    assert _actions(first.stdout) == {s: "run" for s in STAGES}
+
+    for stage in STAGES:
+        folder = (out / stage).resolve()
+        assert folder.parent == out / "stages" and folder.name.startswith(f"{stage}-")
+        assert (folder / "_stage.json").is_file()
+    # The synthetic model was trained on the annotated synthetic shards, and on nothing gold.
+    syn = json.loads((out / "synthetic_ner" / "_manifest.json").read_text())
+    assert syn["config"]["train"] == str((out / "audit").resolve() / "shards")
+    assert syn["config"]["dev"] is None and "dev" not in syn["inputs"]
+    n_annotated = pq.read_table(out / "annotate" / "shards").num_rows
+    assert n_annotated == 6  # 3 prompts x 2 samples
+
+    report = (out / "report" / "report.md").read_text()
+    assert "| synthetic / gold |" in report and "## Lineage" in report
+    assert "## Privacy audit" in report
+    numbers = json.loads((out / "report" / "report.json").read_text())
+    for model in ("gold", "synthetic"):
+        assert 0 <= numbers["scores"][model]["strict_f1"] <= 1
+    ratio = numbers["ratio_token_f1"]  # None when the toy gold model finds nothing
+    assert (ratio is None or math.isfinite(ratio)) and numbers["notes"] == 6
+    assert numbers["wall_s"]["generate"] > 0
+    for png in ("gold_vs_synthetic.png", "stage_times.png"):
+        assert (out / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    again = _sdeid("run", "--config", SMOKE, "--out", str(out), *sets)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert _actions(again.stdout) == {s: "reuse" for s in STAGES}
+
+    old_annotate = (out / "annotate").resolve()
+    rerun = _sdeid("run", "--config", SMOKE, "--out", str(out), *sets, "--from", "annotate")
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    acts = _actions(rerun.stdout)
+    assert [s for s in STAGES if acts[s] == "reuse"] == [
+        "base_lm",
+        "annotator",
+        "adapt",
+        "generate",
+    ]
+    assert [s for s in STAGES if acts[s] == "rerun"] == [
+        "annotate",
+        "audit",
+        "synthetic_ner",
+        "report",
+    ]
+    kept = list(old_annotate.parent.glob(f"{old_annotate.name}.prev-*"))
+    assert len(kept) == 1 and (kept[0] / "shards").is_dir()  # the old output is kept
+
+    # A changed generate setting plans new folders from generate on; upstream stays reused.
+    dry = _sdeid(
+        "run", "--config", SMOKE, "--out", str(out), *sets, "--set",
+        "generate.samples_per_prompt=3", "--dry-run",
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr[-4000:]
+    plan = {r["stage"]: r for r in json.loads(dry.stdout)}
+    assert [s for s in STAGES if plan[s]["action"] == "reuse"] == ["base_lm", "annotator", "adapt"]
+    assert plan["generate"]["config"]["samples_per_prompt"] == 3
+    assert plan["generate"]["folder"] != str((out / "generate").resolve())
+    assert not Path(plan["generate"]["folder"]).exists()  # dry: nothing ran
+
+    # An ablation over the annotator's share of train, in the same run folder: the generator
+    # and its notes are reused, the 100 % point is reused whole.
+    grid = tmp_path / "grid.yaml"
+    fixed = {k: [v] for k, v in (x.split("=", 1) for x in sets[1::2])}
+    fixed["annotator.train_fraction"] = [0.5, 1.0]
+    grid.write_text(json.dumps({"base": SMOKE, "grid": fixed}))
+    ablate = _sdeid("ablate", "--config", str(grid), "--out", str(out))
+    assert ablate.returncode == 0, ablate.stderr[-4000:]
+    rows = json.loads((out / "ablation.json").read_text())
+    assert [r["point"]["annotator.train_fraction"] for r in rows] == [0.5, 1.0]
+    assert rows[0]["actions"]["generate"] == "reuse" and rows[0]["actions"]["annotator"] == "run"
+    assert set(rows[1]["actions"].values()) == {"reuse"}
+    assert "| 0.5 |" in (out / "ablation.md").read_text()
+    assert (out / "ablation_annotator_train_fraction.png").is_file()
+
+    # Scheduled refreshes sharing the run's stages: all reused. A gate the run cannot pass
+    # (at least a million notes) refuses it by name and publishes nothing; with the toy
+    # models' F1 check off, the next two publish, `latest` moves, --keep 1 prunes the first.
+    refresh = ["refresh", "--config", SMOKE, "--root", str(out), "--keep", "1", *sets]
+    weak = _sdeid(*refresh, "--set", "gate.min_notes=1000000", "--id", "r1")
+    assert weak.returncode == 3, weak.stderr[-3000:]
+    assert "gate failed: notes 6 (needs >= 1000000)" in weak.stderr
+    assert "latest stays (none)" in weak.stderr and not (out / "releases" / "latest").exists()
+    ok = ["--set", "gate.min_f1_ratio=0", "--set", "gate.max_ngram_recall=1"]
+    for rid in ("r2", "r3"):
+        run = _sdeid(*refresh, *ok, "--id", rid)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert _actions(run.stdout) == {s: "reuse" for s in STAGES}
+    releases = out / "releases"
+    assert sorted(p.name for p in releases.iterdir()) == ["latest", "r3"]  # r2 pruned
+    assert (releases / "latest").resolve() == releases / "r3"
+    corpus = pq.read_table(releases / "latest" / "corpus")
+    assert corpus.num_rows == json.loads((releases / "r3" / "release.json").read_text())["notes"]
+
+
+def test_only_needs_finished_upstream(toy_corpus, tiny_bert, tmp_path):
+    out = tmp_path / "run"
+    sets = _overrides(toy_corpus, tiny_bert)
+    run = _sdeid("run", "--config", SMOKE, "--out", str(out), *sets, "--only", "annotate")
+    assert run.returncode == 2
+    assert "--only annotate needs the finished upstream stage generate" in run.stderr
+    assert not (out / "stages").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--set", "annotator.bogus=1"], "annotator: unknown key(s) ['bogus']"),
+        (["--set", "annotator.train=x"], "annotator: ['train'] are set by the pipeline"),
+        (["--set", "generate.top_p=2"], "generate: top_p must be in (0, 1]"),
+        (["--from", "nonsense"], "--from 'nonsense': not a stage"),
+        (["--set", "test=/nonexistent/test"], "/nonexistent/test: input not found"),
+    ],
+)
+def test_config_errors_name_section_and_key(toy_corpus, tiny_bert, tmp_path, extra, message):
+    sets = _overrides(toy_corpus, tiny_bert)
+    run = _sdeid("run", "--config", SMOKE, "--out", str(tmp_path / "r"), *sets, *extra)
+    assert run.returncode == 2 and message in run.stderr, run.stderr[-2000:]
+    assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_keys_follow_content_not_location(toy_corpus, tiny_bert, tmp_path):
+    sets = _overrides(toy_corpus, tiny_bert)[1::2]  # the KEY=VALUE parts
+    cfg = load_pipeline_config(SMOKE, sets)
+    a = run_pipeline(cfg, tmp_path / "a", dry_run=True)
+    b = run_pipeline(cfg, tmp_path / "b", dry_run=True)
+    assert [r["key"] for r in a] == [r["key"] for r in b]  # same inputs, same keys anywhere
+    changed = run_pipeline(
+        load_pipeline_config(SMOKE, [*sets, "adapt.learning_rate=0.002"]),
+        tmp_path / "a",
+        dry_run=True,
+    )
+    same = [x["stage"] for x, y in zip(a, changed, strict=True) if x["key"] == y["key"]]
+    assert same == ["base_lm", "annotator"]
+    assert not (tmp_path / "a").exists()
+
+
+def test_synthetic_train_dev_holdout_and_confidence_threshold(tmp_path):
+    from sdeid.parquet_io import write_notes_parquet
+
+    notes = [
+        Note(f"n{i}", "Ana vive en Madrid.", [Span(0, 3, "NOMBRE_SUJETO_ASISTENCIA", 0.95),
+                                              Span(12, 18, "TERRITORIO", 0.4)])
+        for i in range(10)
+    ]  # fmt: skip
+    path = write_notes_parquet(notes, str(tmp_path / "notes.parquet"))
+    cfg = NerTrainConfig(train=path, base_model="x", dev_holdout=0.2, min_confidence=0.5)
+    train, dev = load_train_dev(cfg)
+    assert len(train) == 8 and len(dev) == 2
+    assert not {n.doc_id for n in train} & {n.doc_id for n in dev}
+    assert all([s.label for s in n.spans] == ["NOMBRE_SUJETO_ASISTENCIA"] for n in train + dev)
+    assert load_train_dev(cfg)[1] == dev  # the held-out set is a function of the seed
