@@ -98,19 +98,23 @@ def build_config(cls, values: dict, where: str):
     return cfg
 
 
-def load_config(cls, path=None, overrides=()):
+def read_yaml(path):
+    """A config file's settings; a missing file or bad YAML is a ConfigError naming it."""
     import yaml
 
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+
+
+def load_config(cls, path=None, overrides=()):
     values, where = {}, "defaults"
     if path is not None:
-        path = Path(path)
-        where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        values, where = read_yaml(path), str(path)
     values = dict(values) if isinstance(values, dict) else values
     for text in overrides:
         key, value = _parse_override(text, "--set")

@@ -96,17 +96,10 @@ class Stage:
 
 def load_pipeline_config(path, overrides=()) -> PipelineConfig:
     """The YAML file with `--set section.key=value` (or `key=value`) overrides applied."""
-    import yaml
-
-    from sdeid.config import _parse_override
+    from sdeid.config import _parse_override, read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    values = read_yaml(path)
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of settings")
     values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
