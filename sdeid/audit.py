@@ -175,9 +175,11 @@ def measure(cfg: AuditConfig, ids, texts, private_notes, ref_texts, phi=None) ->
 def run_audit(cfg: AuditConfig, out_dir) -> dict:
     """Audit the synthetic shards, write the unflagged notes to out_dir/shards (same shard
     numbers), audit those again, and write audit.json and per-note audit_notes.json."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from sdeid.config import config_to_dict
     from sdeid.manifest import fingerprint_path, write_manifest
     from sdeid.parquet_io import read_corpus, table_to_notes
     from sdeid.shard_store import ShardStore
@@ -196,8 +198,6 @@ def run_audit(cfg: AuditConfig, out_dir) -> dict:
     dst = ShardStore(out_dir / "shards")
     dst.folder.mkdir(parents=True, exist_ok=True)
     dst.clear_temporaries()
-    import pyarrow as pa
-
     drop = pa.array(flagged, type=pa.string())
     for index, marker in sorted(src.done().items()):
         shard = pq.read_table(src.verify(index, marker))
@@ -219,7 +219,7 @@ def run_audit(cfg: AuditConfig, out_dir) -> dict:
     write_manifest(
         out_dir,
         "audit",
-        {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.__dict__.items()},
+        config_to_dict(cfg),
         {
             "synthetic": {"path": str(src.folder)},
             "private": {"path": cfg.private, "sha256": fingerprint_path(cfg.private)},
