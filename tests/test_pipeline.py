@@ -132,11 +132,11 @@ def test_smoke_run_report_reuse_and_rerun_from(toy_corpus, tiny_bert, tmp_path):
     # (at least a million notes) refuses it by name and publishes nothing; with the toy
     # models' F1 check off, the next two publish, `latest` moves, --keep 1 prunes the first.
     refresh = ["refresh", "--config", SMOKE, "--root", str(out), "--keep", "1", *sets]
-    weak = _sdeid(*refresh, "--set", "gate.min_notes=1000000", "--id", "r1")
+    ok = ["--set", "gate.min_f1_ratio=0", "--set", "gate.max_ngram_recall=1"]
+    weak = _sdeid(*refresh, *ok, "--set", "gate.min_notes=1000000", "--id", "r1")
     assert weak.returncode == 3, weak.stderr[-3000:]
     assert "gate failed: notes 6 (needs >= 1000000)" in weak.stderr
     assert "latest stays (none)" in weak.stderr and not (out / "releases" / "latest").exists()
-    ok = ["--set", "gate.min_f1_ratio=0", "--set", "gate.max_ngram_recall=1"]
     for rid in ("r2", "r3"):
         run = _sdeid(*refresh, *ok, "--id", rid)
         assert run.returncode == 0, run.stderr[-3000:]

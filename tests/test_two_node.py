@@ -24,6 +24,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _agent_ports() -> list[str]:
+    """Free ports for a node's agents. Their defaults are fixed (the dashboard agent listens on
+    52365): with another Ray on the machine (a test's local Ray) the agent cannot bind, and the
+    head then never has a job agent ("No available agent to submit job")."""
+    names = ("dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export", "runtime-env-agent")
+    return [f"--{name}-port={_free_port()}" for name in names]
+
+
 def _ray(*args, env=None, timeout=120):
     return subprocess.run(
         [RAY, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
@@ -46,11 +54,11 @@ def two_nodes(tmp_path):
     head = _ray(
         "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
         "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={temp}",
-        *common, env=env,
+        f"--ray-client-server-port={_free_port()}", *common, *_agent_ports(), env=env,
     )  # fmt: skip
     assert head.returncode == 0, head.stderr[-3000:]
     try:
-        worker = _ray("start", f"--address=127.0.0.1:{gcs}", *common, env=env)
+        worker = _ray("start", f"--address=127.0.0.1:{gcs}", *common, *_agent_ports(), env=env)
         assert worker.returncode == 0, worker.stderr[-3000:]
         deadline = time.time() + 60
         while time.time() < deadline:
