@@ -63,12 +63,12 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
     src, upstream, model_dir, ner_manifest = resolve_inputs(cfg)
     out_dir = Path(out_dir)
     dst = ShardStore(out_dir / "shards")
-    dst.folder.mkdir(parents=True, exist_ok=True)
-    dst.clear_temporaries()
     markers, finished = src.done(), dst.done()  # each reads every marker: read them once
     expected = {i: m["rows"] for i, m in markers.items()}
     todo = [i for i in sorted(expected) if i not in finished]
     files = [str(src.verify(i, markers[i])) for i in todo]  # refuse damaged shards up front
+    dst.folder.mkdir(parents=True, exist_ok=True)
+    dst.clear_temporaries()
     print(
         f"[annotate] {sum(expected.values())} notes in {len(expected)} shards; "
         f"{len(expected) - len(todo)} done, {len(todo)} to annotate",

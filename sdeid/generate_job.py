@@ -16,6 +16,7 @@ import json
 import time
 from pathlib import Path
 
+from sdeid.adapt_job import check_causal_lm
 from sdeid.config import config_to_dict
 from sdeid.errors import RunFolderError, SdeidError
 from sdeid.generate import GenerateConfig
@@ -52,6 +53,7 @@ def resolve_generator(model: str, use_adapter: bool = False):
             f"generator {model}: neither an adapt output folder (with "
             "merged/) nor a model folder (with config.json)"
         )
+    check_causal_lm(path, "generator")
     return path, None, None
 
 

@@ -52,7 +52,6 @@ def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) 
     from sdeid.ray_env import init_ray
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     # Ray workers do not share the driver's working directory: make local paths absolute.
     cfg = dataclasses.replace(
         cfg, **{k: absolute(getattr(cfg, k)) for k in ("train", "dev", "test", "base_model")}
@@ -62,6 +61,7 @@ def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) 
         if path:
             read_corpus(path, cfg.labels)
     resolve_model_dir(cfg.base_model)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be good
 
     t0 = time.time()
     init_ray(ray_address)

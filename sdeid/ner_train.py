@@ -82,6 +82,12 @@ def resolve_model_dir(name: str) -> Path:
         path = Path(name)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"base model {name}: no config.json in {path}")
+    archs = json.loads((path / "config.json").read_text()).get("architectures") or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        raise FileNotFoundError(
+            f"base model {name}: architectures {archs} is a causal LM; the NER trainer "
+            "fine-tunes an encoder (a BERT-like model)"
+        )
     return path
 
 

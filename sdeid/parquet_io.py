@@ -121,4 +121,8 @@ def read_corpus(path: str, labels=None, allow_overlap: bool = False) -> list[Not
         from sdeid.brat import read_brat
 
         return read_brat(p, labels, allow_overlap)
+    if (p / "_done").is_dir():  # a stage's shard folder: refuse damaged or unfinished shards
+        from sdeid.shard_store import ShardStore
+
+        ShardStore(p).verify_all()
     return read_notes_parquet(path, labels, allow_overlap)

@@ -48,14 +48,36 @@ class ShardStore:
     def write(self, index: int, notes, extra_columns: dict | None = None) -> Path:
         from sdeid.parquet_io import write_notes_parquet
 
-        self.done_dir.mkdir(parents=True, exist_ok=True)
         path = self.folder / shard_name(index)
-        write_notes_parquet(notes, str(path), extra_columns)
-        record = {"rows": len(notes), "sha256": sha256_file(path)}
         tmp = self.done_dir / f".{path.stem}.json.tmp"
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.done_dir / f"{path.stem}.json")
+        try:
+            self.done_dir.mkdir(parents=True, exist_ok=True)
+            write_notes_parquet(notes, str(path), extra_columns)
+            record = {"rows": len(notes), "sha256": sha256_file(path)}
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, self.done_dir / f"{path.stem}.json")
+        except OSError as e:
+            # A full disk or a lost mount: the shard has no marker, so it counts as not done;
+            # the shards finished before it are untouched.
+            tmp.unlink(missing_ok=True)
+            raise NoteError(
+                f"{path}: could not write this shard ({e}); the {len(self.done())} shards "
+                "finished before it are kept: rerun the same command when the disk has room"
+            ) from e
         return path
+
+    def verify_all(self) -> None:
+        """Refuse the folder if a shard lacks its marker or does not match its checksum: the
+        check a downstream stage makes before it reads a stage's shards."""
+        done = self.done()
+        for path in sorted(self.folder.glob("shard-*.parquet")):
+            if int(path.stem.split("-")[1]) not in done:
+                raise NoteError(
+                    f"{path}: no _done marker (the stage that writes it did not finish it); "
+                    "rerun that stage"
+                )
+        for index, marker in sorted(done.items()):
+            self.verify(index, marker)
 
     def verify(self, index: int, marker: dict) -> Path:
         path = self.folder / shard_name(index)

@@ -81,6 +81,76 @@ def tiny_bert(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def generator(tmp_path_factory):
+    """A tiny random Llama (vLLM-compatible head size) and a prompt corpus."""
+    from sdeid.brat import write_brat
+    from sdeid.causal_lm_init import build_llama
+
+    root = tmp_path_factory.mktemp("gen")
+    base = build_llama(root / "base", [n.text for n in toy_notes(copies=3)], "tiny")
+    prompts = write_brat(toy_notes(), root / "prompts")
+    return root, base, prompts
+
+
+@pytest.fixture(scope="session")
+def annotator(tmp_path_factory, tiny_bert):
+    """A tiny NER model trained on the toy notes (`ner`), and 3 shards of toy notes to tag
+    (`notes`)."""
+    import json
+    import subprocess
+    import sys
+
+    from sdeid.brat import write_brat
+    from sdeid.shard_store import ShardStore
+
+    root = tmp_path_factory.mktemp("annotate")
+    train = write_brat(toy_notes(copies=8), root / "train")
+    cfg = dict(
+        train=str(train),
+        dev=str(train),
+        base_model=str(tiny_bert),
+        epochs=10,
+        batch_size=4,
+        learning_rate=5e-3,
+        warmup_ratio=0.0,
+        max_length=24,
+        stride=6,
+        num_workers=1,
+        cpus_per_worker=2,
+        log_every=1000,
+    )
+    (root / "ner.yaml").write_text(json.dumps(cfg))
+    run = subprocess.run(
+        [sys.executable, "-m", "sdeid.cli", "ner", "train", "--config", str(root / "ner.yaml")]
+        + ["--out", str(root / "ner")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    notes = toy_notes(copies=4)
+    for note in notes:
+        note.spans, note.annotator = [], ""
+    store = ShardStore(root / "notes")
+    for i in range(3):
+        store.write(i, notes[i * 4 : (i + 1) * 4])
+    return root
+
+
+@pytest.fixture(scope="session")
+def lm_corpus(tmp_path_factory):
+    """Toy notes repeated with small variations: enough text for a few packed blocks."""
+    from sdeid.brat import write_brat
+    from sdeid.causal_lm_init import build_llama
+
+    root = tmp_path_factory.mktemp("lm")
+    train = write_brat(toy_notes(copies=30), root / "train")
+    dev = write_brat(toy_notes(copies=2), root / "dev")
+    base = build_llama(root / "base", [n.text for n in toy_notes(copies=3)], "tiny")
+    return root, train, dev, base
+
+
+@pytest.fixture(scope="session")
 def local_ray():
     """A local Ray with 4 logical CPUs on this 2-core machine: fractional actors never deadlock."""
     import ray

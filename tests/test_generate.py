@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, toy_notes
+from conftest import ROOT
 
 from sdeid.config import ConfigError, load_config
 from sdeid.dedup import clean_notes
 from sdeid.generate import GenerateConfig
 from sdeid.prompt_plan import build_plan, first_words, prompts_from_file
-
-
-@pytest.fixture(scope="module")
-def generator(tmp_path_factory):
-    """A tiny random Llama (vLLM-compatible head size) and a prompt corpus."""
-    from sdeid.brat import write_brat
-    from sdeid.causal_lm_init import build_llama
-
-    root = tmp_path_factory.mktemp("gen")
-    base = build_llama(root / "base", [n.text for n in toy_notes(copies=3)], "tiny")
-    prompts = write_brat(toy_notes(), root / "prompts")
-    return root, base, prompts
 
 
 def _config(root, base, prompts, **over):
@@ -145,35 +130,6 @@ def test_vllm_ray_data_shards_manifest_and_rerun(generator, tmp_path):
     other = _config(root, base, prompts, samples_per_prompt=3)
     clash = _sdeid("generate", "--config", str(other), "--out", str(out))
     assert clash.returncode == 2 and "made with another plan" in clash.stderr
-
-
-def test_kill_during_generation_then_rerun_loses_and_duplicates_nothing(generator, tmp_path):
-    root, base, prompts = generator
-    cfg = _config(
-        root, base, prompts, samples_per_prompt=20, notes_per_shard=4, backend="hf", hf_batch_size=2
-    )
-    out = tmp_path / "gen"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sdeid.cli", "generate", "--config", str(cfg), "--out", str(out)],
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list((out / "shards").glob("_done/*.json"))) < 3:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done_before = len(list((out / "shards").glob("_done/*.json")))
-    assert 3 <= done_before < 15, "the kill must land mid-run"
-    run = _sdeid("generate", "--config", str(cfg), "--out", str(out))
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert f"{done_before} shards done" in run.stdout
-    ids = pq.read_table(out / "shards", columns=["doc_id"])["doc_id"].to_pylist()
-    assert len(ids) == len(set(ids)) == 60
-    assert sorted(ids) == sorted(f"toy-0-{i}-s{s:04d}" for i in range(3) for s in range(20))
-    assert not list((out / "shards").glob(".*"))  # no temporaries left
 
 
 def test_missing_model_is_named(generator, tmp_path):

@@ -28,7 +28,12 @@ def _agent_ports() -> list[str]:
     """Free ports for a node's agents. Their defaults are fixed (the dashboard agent listens on
     52365): with another Ray on the machine (a test's local Ray) the agent cannot bind, and the
     head then never has a job agent ("No available agent to submit job")."""
-    names = ("dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export", "runtime-env-agent")
+    names = (
+        "dashboard-agent-listen",
+        "dashboard-agent-grpc",
+        "metrics-export",
+        "runtime-env-agent",
+    )
     return [f"--{name}-port={_free_port()}" for name in names]
 
 
