@@ -77,3 +77,58 @@ def record(fault: str, lost, duplicated, message: str) -> None:
 def first_error_line(stderr: str) -> str:
     lines = [x for x in stderr.splitlines() if x.startswith("sdeid: ")]
     return lines[-1] if lines else stderr.strip().splitlines()[-1]
+
+
+def lost_and_duplicated(ids, want) -> tuple[int, int]:
+    """Notes of `want` missing from `ids`, and notes in `ids` more than once."""
+    return len(set(want) - set(ids)), len(ids) - len(set(ids))
+
+
+def generate_config(generator, tmp_path, **over):
+    """A 60-note hf-backend generate config on the tiny Llama: 3 prompts x 20 samples."""
+    _, base, prompts = generator
+    cfg = dict(
+        model=str(base),
+        prompts_from=str(prompts),
+        samples_per_prompt=20,
+        max_new_tokens=24,
+        notes_per_shard=4,
+        min_chars=1,
+        backend="hf",
+        hf_batch_size=2,
+    )
+    cfg.update(over)
+    path = tmp_path / "gen.yaml"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+GENERATED_IDS = sorted(f"toy-0-{i}-s{s:04d}" for i in range(3) for s in range(20))
+
+
+def annotate_job(annotator, tmp_path, shards: int):
+    """Shards of 2 long notes each (many windows: slow enough to stop mid-run) and a config
+    with one annotator actor; returns (config path, the notes' ids)."""
+    from conftest import toy_notes
+
+    from sdeid.shard_store import ShardStore
+
+    notes = toy_notes(copies=2 * shards)[: 2 * shards]
+    for i, note in enumerate(notes):
+        note.text, note.spans, note.annotator = note.text * 12, [], ""
+        note.doc_id = f"syn-{i:03d}"
+    store = ShardStore(tmp_path / "notes")
+    for i in range(shards):
+        store.write(i, notes[2 * i : 2 * i + 2])
+    cfg = dict(
+        notes=str(store.folder),
+        model=str(annotator / "ner"),
+        annotators=1,
+        cpus_per_annotator=2,
+        batch_size=2,
+        max_length=24,
+        stride=6,
+    )
+    path = tmp_path / "ann.yaml"
+    path.write_text(json.dumps(cfg))
+    return path, sorted(n.doc_id for n in notes)

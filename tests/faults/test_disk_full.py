@@ -5,12 +5,18 @@ finishes with every note exactly once."""
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 
 import pyarrow.parquet as pq
 import pytest
-from fault_log import first_error_line, record, sdeid
+from fault_log import (
+    GENERATED_IDS,
+    first_error_line,
+    generate_config,
+    lost_and_duplicated,
+    record,
+    sdeid,
+)
 
 
 @pytest.fixture
@@ -31,22 +37,7 @@ def _digests(folder):
 
 
 def test_disk_full_during_shard_write(generator, small_disk, tmp_path):
-    root, base, prompts = generator
-    cfg = tmp_path / "gen.yaml"
-    cfg.write_text(
-        json.dumps(
-            dict(
-                model=str(base),
-                prompts_from=str(prompts),
-                samples_per_prompt=20,
-                max_new_tokens=24,
-                notes_per_shard=4,
-                min_chars=1,
-                backend="hf",
-                hf_batch_size=4,
-            )
-        )
-    )
+    cfg = generate_config(generator, tmp_path, hf_batch_size=4)
     out = small_disk / "gen"
     full = sdeid("generate", "--config", cfg, "--out", out)
     assert full.returncode == 2, full.stderr[-3000:]
@@ -63,8 +54,7 @@ def test_disk_full_during_shard_write(generator, small_disk, tmp_path):
     after = _digests(out / "shards")
     assert all(after[name] == digest for name, digest in kept.items())  # nothing redone or lost
     ids = pq.read_table(out / "shards", columns=["doc_id"])["doc_id"].to_pylist()
-    want = {f"toy-0-{i}-s{s:04d}" for i in range(3) for s in range(20)}
-    lost, dup = len(want - set(ids)), len(ids) - len(set(ids))
+    lost, dup = lost_and_duplicated(ids, GENERATED_IDS)
     assert (lost, dup) == (0, 0)
     record(
         "disk full (48 KiB tmpfs) during generate's shard writes; room made, same command",

@@ -11,7 +11,16 @@ import json
 import re
 
 import pyarrow.parquet as pq
-from fault_log import kill_when, record, rng, sdeid
+from fault_log import (
+    GENERATED_IDS,
+    annotate_job,
+    generate_config,
+    kill_when,
+    lost_and_duplicated,
+    record,
+    rng,
+    sdeid,
+)
 
 from sdeid.shard_store import ShardStore
 
@@ -29,22 +38,7 @@ def _snapshot_value(path, key):
 
 
 def test_kill_generate_then_rerun(generator, tmp_path):
-    root, base, prompts = generator
-    cfg = tmp_path / "gen.yaml"
-    cfg.write_text(
-        json.dumps(
-            dict(
-                model=str(base),
-                prompts_from=str(prompts),
-                samples_per_prompt=20,
-                max_new_tokens=24,
-                notes_per_shard=4,
-                min_chars=1,
-                backend="hf",
-                hf_batch_size=2,
-            )
-        )
-    )
+    cfg = generate_config(generator, tmp_path)
     out = tmp_path / "gen"
     at = rng("generate").randint(2, 9)  # of 15 shards
     kill_when(["generate", "--config", cfg, "--out", out], lambda: _done(out / "shards") >= at)
@@ -53,9 +47,8 @@ def test_kill_generate_then_rerun(generator, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"{before} shards done" in run.stdout
     ids = pq.read_table(out / "shards", columns=["doc_id"])["doc_id"].to_pylist()
-    want = sorted(f"toy-0-{i}-s{s:04d}" for i in range(3) for s in range(20))
-    lost, dup = len(set(want) - set(ids)), len(ids) - len(set(ids))
-    assert (lost, dup) == (0, 0) and sorted(ids) == want
+    lost, dup = lost_and_duplicated(ids, GENERATED_IDS)
+    assert (lost, dup) == (0, 0) and sorted(ids) == GENERATED_IDS
     assert not list((out / "shards").glob(".*"))  # no temporaries left
     record(
         f"kill -9 of generate after {before}/15 shards, same command again",
@@ -65,37 +58,8 @@ def test_kill_generate_then_rerun(generator, tmp_path):
     )
 
 
-def _long_notes(n):
-    """Notes long enough that each takes the tiny annotator a little while (many windows)."""
-    from conftest import toy_notes
-
-    notes = toy_notes(copies=n)
-    for i, note in enumerate(notes[:n]):
-        note.text, note.spans, note.annotator = (note.text * 12), [], ""
-        note.doc_id = f"syn-{i:03d}"
-    return notes[:n]
-
-
 def test_kill_annotate_then_rerun(annotator, tmp_path):
-    notes = tmp_path / "notes"
-    store = ShardStore(notes)
-    batch = _long_notes(48)
-    for i in range(24):
-        store.write(i, batch[2 * i : 2 * i + 2])
-    cfg = tmp_path / "ann.yaml"
-    cfg.write_text(
-        json.dumps(
-            dict(
-                notes=str(notes),
-                model=str(annotator / "ner"),
-                annotators=1,
-                cpus_per_annotator=2,
-                batch_size=2,
-                max_length=24,
-                stride=6,
-            )
-        )
-    )
+    cfg, want = annotate_job(annotator, tmp_path, shards=24)
     out = tmp_path / "ann"
     at = rng("annotate").randint(2, 14)  # of 24 shards
     kill_when(["annotate", "--config", cfg, "--out", out], lambda: _done(out / "shards") >= at)
@@ -104,8 +68,7 @@ def test_kill_annotate_then_rerun(annotator, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"{before} done, {24 - before} to annotate" in run.stdout
     ids = ShardStore(out / "shards").read_table(columns=["doc_id"])["doc_id"].to_pylist()
-    want = sorted(n.doc_id for n in batch)
-    lost, dup = len(set(want) - set(ids)), len(ids) - len(set(ids))
+    lost, dup = lost_and_duplicated(ids, want)
     assert (lost, dup) == (0, 0) and sorted(ids) == want
     record(
         f"kill -9 of annotate after {before}/24 shards, same command again",

@@ -3,7 +3,6 @@ restarts the actor and retries the batch; the job ends with every note exactly o
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from fault_log import ROOT, record
+from fault_log import ROOT, annotate_job, lost_and_duplicated, record
 
 from sdeid.shard_store import ShardStore
 
@@ -30,27 +29,7 @@ def _actor_pids():
 
 
 def test_annotator_actor_killed_mid_task_is_retried(annotator, tmp_path):
-    from test_kill import _long_notes
-
-    notes = tmp_path / "notes"
-    store = ShardStore(notes)
-    batch = _long_notes(40)
-    for i in range(20):
-        store.write(i, batch[2 * i : 2 * i + 2])
-    cfg = tmp_path / "ann.yaml"
-    cfg.write_text(
-        json.dumps(
-            dict(
-                notes=str(notes),
-                model=str(annotator / "ner"),
-                annotators=1,
-                cpus_per_annotator=2,
-                batch_size=2,
-                max_length=24,
-                stride=6,
-            )
-        )
-    )
+    cfg, want = annotate_job(annotator, tmp_path, shards=20)
     out = tmp_path / "ann"
     proc = subprocess.Popen(
         [sys.executable, "-m", "sdeid.cli", "annotate", "--config", str(cfg), "--out", str(out)],
@@ -70,8 +49,7 @@ def test_annotator_actor_killed_mid_task_is_retried(annotator, tmp_path):
     assert killed, "the annotator actor was not found running"
     assert proc.returncode == 0, stderr[-3000:]
     ids = ShardStore(out / "shards").read_table(columns=["doc_id"])["doc_id"].to_pylist()
-    want = sorted(n.doc_id for n in batch)
-    lost, dup = len(set(want) - set(ids)), len(ids) - len(set(ids))
+    lost, dup = lost_and_duplicated(ids, want)
     assert (lost, dup) == (0, 0) and sorted(ids) == want
     record(
         "annotator actor process (Ray worker) SIGKILLed mid-run",
