@@ -30,6 +30,9 @@ class GateFailed(SdeidError):
 class GateConfig:
     min_f1_ratio: float = 0.9
     """Synthetic F1 must be at least this share of gold F1 (on the gold test set)."""
+    min_f1: float = 0.0
+    """Synthetic F1 must also reach this on its own. The run's gold model is its annotator, so a
+    weak annotator makes a weak gold model too and the ratio alone can pass (both near 0)."""
     metric: str = "strict_f1"
     """strict_f1 (entity level) or token_f1."""
     max_leaked_phi: int = 0
@@ -44,6 +47,8 @@ class GateConfig:
             raise ValueError(f"metric must be strict_f1 or token_f1, got {self.metric!r}")
         if not 0 <= self.min_f1_ratio <= 1.5:
             raise ValueError(f"min_f1_ratio must be in [0, 1.5], got {self.min_f1_ratio}")
+        if not 0 <= self.min_f1 <= 1:
+            raise ValueError(f"min_f1 must be in [0, 1], got {self.min_f1}")
 
 
 def gate_checks(report: dict, gate: GateConfig) -> list[dict]:
@@ -53,7 +58,8 @@ def gate_checks(report: dict, gate: GateConfig) -> list[dict]:
     after = report["audit"]["after_filter"]
     recall = after["ngram_recall"].get(str(gate.ngram_n))
     checks = [
-        ("f1_ratio", synthetic / gold if gold else 0.0, gate.min_f1_ratio, ">="),
+        ("f1_ratio", synthetic / gold if gold else None, gate.min_f1_ratio, ">="),
+        ("f1", synthetic, gate.min_f1, ">="),
         ("leaked_phi_strings", after["phi_strings_leaked"], gate.max_leaked_phi, "<="),
         (f"{gate.ngram_n}gram_recall", recall, gate.max_ngram_recall, "<="),
         ("notes", after["notes"], gate.min_notes, ">="),
@@ -69,8 +75,12 @@ def describe_failures(checks: list[dict], metric: str) -> str:
     parts = []
     for c in checks:
         if not c["passed"]:
-            name = f"synthetic/gold {metric}" if c["check"] == "f1_ratio" else c["check"]
+            name = {"f1_ratio": f"synthetic/gold {metric}", "f1": f"synthetic {metric}"}.get(
+                c["check"], c["check"]
+            )
             value = f"{c['value']:.4f}" if isinstance(c["value"], float) else str(c["value"])
+            if c["value"] is None:
+                value = "undefined (gold F1 is 0)"
             need = ">=" if c["op"] == ">=" else "<="
             parts.append(f"{name} {value} (needs {need} {c['limit']})")
     return "; ".join(parts)

@@ -79,6 +79,15 @@ def test_publish_then_refuse_a_weak_run(tmp_path):
     assert "leaked_phi_strings 4 (needs <= 0)" in str(e.value)
     assert "5gram_recall 0.6000 (needs <= 0.5)" in str(e.value)
 
+    # A weak annotator makes a weak gold model too: the ratio alone can pass, the floor cannot.
+    both_weak = _fake_run(tmp_path / "both-weak", gold=0.30, synthetic=0.29)
+    with pytest.raises(GateFailed, match=r"synthetic strict_f1 0\.2900 \(needs >= 0\.8\)"):
+        publish(both_weak, releases, GateConfig(min_f1=0.8), "2026-04")
+    nothing = _fake_run(tmp_path / "nothing", gold=0.0, synthetic=0.0)
+    with pytest.raises(GateFailed, match=r"synthetic/gold strict_f1 undefined \(gold F1 is 0\)"):
+        publish(nothing, releases, GateConfig(), "2026-05")
+    assert (releases / "latest").resolve() == path
+
 
 def test_prune_keeps_the_newest_and_never_the_latest(tmp_path):
     releases = tmp_path / "releases"
