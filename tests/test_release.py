@@ -46,6 +46,10 @@ def _fake_run(folder, gold=0.94, synthetic=0.90, leaked=0, recall5=0.2, notes=3)
     return folder
 
 
+def _report(run):
+    return json.loads((run / "report" / "report.json").read_text())
+
+
 def test_gate_checks_name_values_and_limits():
     report = {
         "scores": {"gold": {"strict_f1": 0.9}, "synthetic": {"strict_f1": 0.45}},
@@ -86,6 +90,10 @@ def test_publish_then_refuse_a_weak_run(tmp_path):
     nothing = _fake_run(tmp_path / "nothing", gold=0.0, synthetic=0.0)
     with pytest.raises(GateFailed, match=r"synthetic/gold strict_f1 undefined \(gold F1 is 0\)"):
         publish(nothing, releases, GateConfig(), "2026-05")
+    off = {
+        c["check"]: c["passed"] for c in gate_checks(_report(nothing), GateConfig(min_f1_ratio=0))
+    }
+    assert off["f1_ratio"]  # the ratio check turned off passes even when it is undefined
     assert (releases / "latest").resolve() == path
 
 
