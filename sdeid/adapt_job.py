@@ -22,16 +22,16 @@ from sdeid.manifest import fingerprint_path, write_manifest
 from sdeid.ner_job import absolute
 
 
-def check_causal_lm(path, role: str = "adapt") -> None:
+def check_causal_lm(path, role: str = "base model") -> None:
     """Refuse a folder that is not a causal LM (an encoder, a classifier) before any work."""
     cfg_file = Path(path) / "config.json"
     if not cfg_file.is_file():
-        raise FileNotFoundError(f"{role} model {path}: no config.json (not a model folder)")
+        raise FileNotFoundError(f"{role} {path}: no config.json (not a model folder)")
     archs = json.loads(cfg_file.read_text()).get("architectures") or []
     if not any(a.endswith("ForCausalLM") for a in archs):
         raise FileNotFoundError(
-            f"{role} model {path}: architectures {archs} has no *ForCausalLM; {role} needs a "
-            f"causal LM (build one with `sdeid model init`)"
+            f"{role} {path}: architectures {archs} has no *ForCausalLM; it must be a causal LM "
+            f"(build one with `sdeid model init`)"
         )
 
 
@@ -43,7 +43,7 @@ def run_adapt(cfg: AdaptConfig, out_dir, ray_address: str | None = None) -> dict
     cfg = dataclasses.replace(
         cfg, **{k: absolute(getattr(cfg, k)) for k in ("corpus", "dev", "base_model")}
     )
-    check_causal_lm(cfg.base_model, "base")
+    check_causal_lm(cfg.base_model)
     corpus = read_corpus(cfg.corpus)
     read_corpus(cfg.dev)
     out_dir.mkdir(parents=True, exist_ok=True)

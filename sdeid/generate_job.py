@@ -53,7 +53,7 @@ def resolve_generator(model: str, use_adapter: bool = False):
             f"generator {model}: neither an adapt output folder (with "
             "merged/) nor a model folder (with config.json)"
         )
-    check_causal_lm(path, "generator")
+    check_causal_lm(path, "generator model")
     return path, None, None
 
 

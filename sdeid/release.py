@@ -81,9 +81,10 @@ def describe_failures(checks: list[dict], metric: str) -> str:
             name = {"f1_ratio": f"synthetic/gold {metric}", "f1": f"synthetic {metric}"}.get(
                 c["check"], c["check"]
             )
-            value = f"{c['value']:.4f}" if isinstance(c["value"], float) else str(c["value"])
             if c["value"] is None:
-                value = "undefined (gold F1 is 0)"
+                value = "undefined (gold F1 is 0)" if c["check"] == "f1_ratio" else "not measured"
+            else:
+                value = f"{c['value']:.4f}" if isinstance(c["value"], float) else str(c["value"])
             need = ">=" if c["op"] == ">=" else "<="
             parts.append(f"{name} {value} (needs {need} {c['limit']})")
     return "; ".join(parts)
