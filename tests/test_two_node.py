@@ -112,7 +112,7 @@ def test_smoke_pipeline_as_a_ray_job_on_two_nodes(two_nodes, tiny_bert, tmp_path
         entry += ["--set", s]
     # The head's job agent starts a little after the head; until then a submission is refused
     # with "No available agent" and nothing is submitted, so retrying is safe.
-    deadline = time.time() + 600  # on a loaded 2-core machine the agent took minutes
+    deadline = time.time() + 180  # seconds, even on a loaded 2-core machine
     while True:
         job = _ray(
             "job", "submit", f"--address={address}", "--submission-id=smoke-2n", "--",
