@@ -6,6 +6,8 @@ The grid file names a pipeline config and, for each setting to vary, its values:
     grid:
       annotator.train_fraction: [0.1, 0.25, 0.5, 1.0]
       seed: [0, 1]          # shorthand: the seed of every stage that has one
+    fixed:                  # optional: settings every point shares (a cheaper recipe, say)
+      annotator.epochs: 2
 
 Every point runs in the same run folder, so a stage the varied settings do not reach is run
 once and reused by every point (varying the annotator reuses the generator and its notes).
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdeid.config import ConfigError
@@ -29,6 +31,8 @@ class AblateConfig:
     """The pipeline config every point starts from."""
     grid: dict
     """Dotted pipeline setting -> list of values; points are the cartesian product."""
+    fixed: dict = field(default_factory=dict)
+    """Dotted pipeline setting -> value, applied to every point before the grid's values."""
 
     def check(self):
         if not self.grid:
@@ -36,6 +40,8 @@ class AblateConfig:
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"grid: {key} needs a non-empty list of values")
+        if both := sorted(set(self.grid) & set(self.fixed)):
+            raise ValueError(f"{both} are both in grid and in fixed")
 
 
 def points(grid: dict) -> list[dict]:
@@ -43,9 +49,9 @@ def points(grid: dict) -> list[dict]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
 
 
-def overrides(point: dict) -> list[str]:
+def overrides(point: dict, fixed: dict | None = None) -> list[str]:
     out = []
-    for key, value in point.items():
+    for key, value in {**(fixed or {}), **point}.items():
         for k in SEEDED if key == "seed" else (key,):
             out.append(f"{k}={json.dumps(value)}")
     return out
@@ -63,7 +69,7 @@ def run_ablation(cfg: AblateConfig, out_dir, ray_address=None, dry_run=False, wh
     configs = []
     for point in points(cfg.grid):
         try:
-            configs.append((point, load_pipeline_config(base, overrides(point))))
+            configs.append((point, load_pipeline_config(base, overrides(point, cfg.fixed))))
         except ConfigError as e:
             raise ConfigError(f"{where}: grid point {point}: {e}") from None
     rows = []
@@ -100,6 +106,11 @@ def write_ablation(out_dir: Path, cfg: AblateConfig, rows: list[dict]) -> None:
         "Gold is the annotator (trained on the private notes); synthetic is trained on the "
         "synthetic notes it tagged. Both scored on the gold test set.",
         "",
+        *(
+            [f"Every point: {', '.join(f'{k}={v}' for k, v in cfg.fixed.items())}.", ""]
+            if cfg.fixed
+            else []
+        ),
         "| " + " | ".join(keys) + " | annotator strict F1 | annotator token F1 "
         "| synthetic strict F1 | synthetic token F1 | synthetic / annotator (strict) |",
         "|" + "---|" * (len(keys) + 5),

@@ -1,0 +1,68 @@
+"""The ablation grid: its points, the overrides each point runs with, and its table."""
+
+import json
+
+import pytest
+
+from sdeid.ablate import AblateConfig, overrides, points, write_ablation
+from sdeid.config import ConfigError, load_config
+from sdeid.pipeline import load_pipeline_config
+
+SMOKE = "configs/smoke.yaml"
+
+
+def test_points_are_the_cartesian_product_in_grid_order():
+    grid = {"annotator.train_fraction": [0.1, 1.0], "seed": [0, 1]}
+    assert points(grid) == [
+        {"annotator.train_fraction": 0.1, "seed": 0},
+        {"annotator.train_fraction": 0.1, "seed": 1},
+        {"annotator.train_fraction": 1.0, "seed": 0},
+        {"annotator.train_fraction": 1.0, "seed": 1},
+    ]
+
+
+def test_fixed_settings_reach_every_point_and_seed_means_every_stage_seed():
+    got = overrides({"seed": 3}, {"annotator.epochs": 2})
+    assert got[0] == "annotator.epochs=2"
+    assert sorted(got[1:]) == sorted(
+        f"{k}=3" for k in ("annotator.seed", "adapt.seed", "generate.seed", "synthetic_ner.seed")
+    )
+    cfg = load_pipeline_config(
+        SMOKE, overrides({"annotator.train_fraction": 0.5}, {"annotator.epochs": 2})
+    )
+    assert cfg.annotator["epochs"] == 2 and cfg.annotator["train_fraction"] == 0.5
+
+
+def test_a_setting_both_fixed_and_varied_is_refused(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "base": SMOKE,
+                "fixed": {"annotator.epochs": 2},
+                "grid": {"annotator.epochs": [1, 2]},
+            }
+        )
+    )
+    with pytest.raises(ConfigError, match=r"annotator.epochs.*both in grid and in fixed"):
+        load_config(AblateConfig, path)
+
+
+def test_the_table_names_the_fixed_settings(tmp_path):
+    cfg = AblateConfig(base=SMOKE, grid={"annotator.train_fraction": [0.5, 1.0]}, fixed={"x.y": 2})
+    rows = [
+        {
+            "point": {"annotator.train_fraction": f},
+            "gold_strict_f1": g,
+            "gold_token_f1": g,
+            "synthetic_strict_f1": s,
+            "synthetic_token_f1": s,
+            "ratio_strict_f1": s / g,
+        }
+        for f, g, s in ((0.5, 0.8, 0.6), (1.0, 0.9, 0.8))
+    ]
+    write_ablation(tmp_path, cfg, rows)
+    table = (tmp_path / "ablation.md").read_text()
+    assert "Every point: x.y=2." in table
+    assert "| 0.5 | 0.8000 | 0.8000 | 0.6000 | 0.6000 | 0.750 |" in table
+    assert (tmp_path / "ablation_annotator_train_fraction.png").is_file()
