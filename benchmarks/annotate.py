@@ -6,16 +6,20 @@ The same model (the gold NER from `sdeid ner train`), the same notes (MEDDOCAN d
 written as one note shard, so the notes have real length: 2.8k characters on average), the same
 256-subword windows with 64 of overlap. The baseline is what a first script would write:
 `pipeline("token-classification", aggregation_strategy="first", stride=64)` over the notes,
-timed once the pipeline is built; it is run with batch_size 1 (its default) and 16. sdeid is the
-real `sdeid annotate` command (Ray Data actor pool, windows of many notes batched longest
-first), timed by its manifest from the start of the Ray Data run, actor start and model load
-included. Notes/s, medians of 3 repeats. Writes benchmarks/results/annotate.json.
+timed once the pipeline is built, with batch_size 1 (its default) and 16, in float32 (its
+default); it also runs in bfloat16 at batch 16, so the table shows what the number type alone
+buys. sdeid is the real `sdeid annotate` command (Ray Data actor pool, windows of many notes
+batched longest first), timed by its manifest from the start of the Ray Data run: actor start
+and model load included, joining Ray not (reported beside it). It runs with its defaults (one
+actor with 2 threads, float32) and as a CPU user would set it (two 1-thread actors, bfloat16).
+Notes/s, medians of 3 repeats. Writes benchmarks/results/annotate.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,9 +41,9 @@ def write_notes(n: int) -> Path:
     notes = [
         Note(d.doc_id, d.text, [], source="meddocan-dev") for d in read_corpus(str(MEDDOCAN_DEV))
     ]
+    shutil.rmtree(WORK / "notes", ignore_errors=True)  # --notes may differ from the last run
     store = ShardStore(WORK / "notes")
-    if not store.done():
-        store.write(0, notes[:n])
+    store.write(0, notes[:n])
     return store.folder
 
 
@@ -63,18 +67,18 @@ def hf_pipeline(model_dir: Path, texts: list[str], batch_size: int, dtype: str):
     return len(texts) / (time.time() - t0), sum(len(x) for x in out)
 
 
-def sdeid_annotate(notes: Path, model: Path, dtype: str) -> tuple[float, int]:
-    out = WORK / f"out-{dtype}"
+def sdeid_annotate(notes: Path, model: Path, dtype: str, actors: int) -> tuple[float, int, float]:
+    out = WORK / f"out-{actors}x-{dtype}"
     subprocess.run(["rm", "-rf", str(out)])
-    cfg = WORK / f"annotate-{dtype}.yaml"
+    cfg = WORK / f"annotate-{actors}x-{dtype}.yaml"
     cfg.write_text(
         json.dumps(
             dict(
                 notes=str(notes),
                 model=str(model),
-                annotators=1,
-                cpus_per_annotator=2,
-                batch_size=64,
+                annotators=actors,
+                cpus_per_annotator=2 / actors,
+                batch_size=32,
                 dtype=dtype,
                 sample_brat=0,
             )
@@ -88,8 +92,23 @@ def sdeid_annotate(notes: Path, model: Path, dtype: str) -> tuple[float, int]:
     )
     if run.returncode:
         sys.exit(run.stderr[-3000:])
-    counts = json.loads((out / "_manifest.json").read_text())["counts"]
-    return counts["notes_per_s"], counts["spans"]
+    manifest = json.loads((out / "_manifest.json").read_text())
+    return (
+        manifest["counts"]["notes_per_s"],
+        manifest["counts"]["spans"],
+        manifest["timings"]["ray_start_s"],
+    )
+
+
+HF = {  # name -> (batch size, dtype)
+    "hf_pipeline_batch1_float32": (1, "float32"),
+    "hf_pipeline_batch16_float32": (16, "float32"),
+    "hf_pipeline_batch16_bfloat16": (16, "bfloat16"),
+}
+SDEID_RUNS = {  # name -> (actors, dtype); 2 cores in all
+    "sdeid_1x2threads_float32": (1, "float32"),
+    "sdeid_2x1thread_bfloat16": (2, "bfloat16"),
+}
 
 
 def main(model: Path, n_notes: int, repeats: int = 3):
@@ -99,22 +118,16 @@ def main(model: Path, n_notes: int, repeats: int = 3):
     notes = write_notes(n_notes)
     texts = [n.text for n in read_notes_parquet(str(notes))]
     model_dir = model / "model" if (model / "model").is_dir() else model
-    rows = {
-        "hf_pipeline_batch1_float32": [],
-        "hf_pipeline_batch16_float32": [],
-        "sdeid_annotate_float32": [],
-        "sdeid_annotate_bfloat16": [],
-    }
-    spans = {}
+    rows = {k: [] for k in (*HF, *SDEID_RUNS)}
+    spans, ray_start = {}, []
     for _ in range(repeats):
-        for bs in (1, 16):
-            rate, n = hf_pipeline(model_dir, texts, bs, "float32")
-            rows[f"hf_pipeline_batch{bs}_float32"].append(rate)
-            spans[f"hf_pipeline_batch{bs}_float32"] = n
-        for dtype in ("float32", "bfloat16"):
-            rate, n = sdeid_annotate(notes, model, dtype)
-            rows[f"sdeid_annotate_{dtype}"].append(rate)
-            spans[f"sdeid_annotate_{dtype}"] = n
+        for name, (bs, dtype) in HF.items():
+            rate, spans[name] = hf_pipeline(model_dir, texts, bs, dtype)
+            rows[name].append(rate)
+        for name, (actors, dtype) in SDEID_RUNS.items():
+            rate, spans[name], start = sdeid_annotate(notes, model, dtype, actors)
+            rows[name].append(rate)
+            ray_start.append(start)
         print({k: round(v[-1], 2) for k, v in rows.items()}, flush=True)
     med = {k: statistics.median(v) for k, v in rows.items()}
     baseline = max(("hf_pipeline_batch1_float32", "hf_pipeline_batch16_float32"), key=med.get)
@@ -125,9 +138,12 @@ def main(model: Path, n_notes: int, repeats: int = 3):
         "notes_per_s": rows,
         "median_notes_per_s": med,
         "spans_found_last_repeat": spans,
+        "sdeid_ray_start_s_median": statistics.median(ray_start),
         "baseline": baseline,
-        "sdeid_float32_vs_baseline": med["sdeid_annotate_float32"] / med[baseline],
-        "sdeid_bfloat16_vs_baseline": med["sdeid_annotate_bfloat16"] / med[baseline],
+        "vs_baseline": {k: med[k] / med[baseline] for k in SDEID_RUNS},
+        "vs_hf_batch16_bfloat16": {
+            k: med[k] / med["hf_pipeline_batch16_bfloat16"] for k in SDEID_RUNS
+        },
     }
     print(json.dumps(result, indent=2))
     RESULTS.write_text(json.dumps(result, indent=2))

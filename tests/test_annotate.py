@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pyarrow.parquet as pq
+import pytest
 from conftest import ROOT, toy_notes
 
 
@@ -49,6 +50,10 @@ def test_actor_pool_tags_every_shard_and_resumes(annotator, tmp_path):
         manifest["counts"]["notes"] == 12
         and manifest["inputs"]["ner_manifest"]["stage"] == "ner_train"
     )
+    # The rate counts from the Ray Data run; joining Ray is timed beside it, not in it.
+    t = manifest["timings"]
+    assert t["ray_start_s"] > 0 and t["annotate_s"] > 0
+    assert manifest["counts"]["notes_per_s"] == pytest.approx(12 / t["annotate_s"])
 
     (out / "shards" / "shard-00001.parquet").unlink()  # as if the job died before shard 1
     again = _sdeid("annotate", "--config", str(_config(annotator)), "--out", str(out))
