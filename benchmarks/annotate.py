@@ -67,7 +67,7 @@ def hf_pipeline(model_dir: Path, texts: list[str], batch_size: int, dtype: str):
     return len(texts) / (time.time() - t0), sum(len(x) for x in out)
 
 
-def sdeid_annotate(notes: Path, model: Path, dtype: str, actors: int) -> tuple[float, int, float]:
+def sdeid_annotate(notes: Path, model: Path, dtype: str, actors: int) -> tuple:
     out = WORK / f"out-{actors}x-{dtype}"
     subprocess.run(["rm", "-rf", str(out)])
     cfg = WORK / f"annotate-{actors}x-{dtype}.yaml"
@@ -97,6 +97,7 @@ def sdeid_annotate(notes: Path, model: Path, dtype: str, actors: int) -> tuple[f
         manifest["counts"]["notes_per_s"],
         manifest["counts"]["spans"],
         manifest["timings"]["ray_start_s"],
+        manifest["timings"]["first_batch_s"],
     )
 
 
@@ -119,15 +120,16 @@ def main(model: Path, n_notes: int, repeats: int = 3):
     texts = [n.text for n in read_notes_parquet(str(notes))]
     model_dir = model / "model" if (model / "model").is_dir() else model
     rows = {k: [] for k in (*HF, *SDEID_RUNS)}
-    spans, ray_start = {}, []
+    spans, ray_start, first = {}, [], {k: [] for k in SDEID_RUNS}
     for _ in range(repeats):
         for name, (bs, dtype) in HF.items():
             rate, spans[name] = hf_pipeline(model_dir, texts, bs, dtype)
             rows[name].append(rate)
         for name, (actors, dtype) in SDEID_RUNS.items():
-            rate, spans[name], start = sdeid_annotate(notes, model, dtype, actors)
+            rate, spans[name], start, first_s = sdeid_annotate(notes, model, dtype, actors)
             rows[name].append(rate)
             ray_start.append(start)
+            first[name].append(first_s)
         print({k: round(v[-1], 2) for k, v in rows.items()}, flush=True)
     med = {k: statistics.median(v) for k, v in rows.items()}
     baseline = max(("hf_pipeline_batch1_float32", "hf_pipeline_batch16_float32"), key=med.get)
@@ -139,6 +141,7 @@ def main(model: Path, n_notes: int, repeats: int = 3):
         "median_notes_per_s": med,
         "spans_found_last_repeat": spans,
         "sdeid_ray_start_s_median": statistics.median(ray_start),
+        "sdeid_first_batch_s": first,
         "baseline": baseline,
         "vs_baseline": {k: med[k] / med[baseline] for k in SDEID_RUNS},
         "vs_hf_batch16_bfloat16": {
@@ -147,6 +150,31 @@ def main(model: Path, n_notes: int, repeats: int = 3):
     }
     print(json.dumps(result, indent=2))
     RESULTS.write_text(json.dumps(result, indent=2))
+    RESULTS.with_suffix(".md").write_text(table(result))
+
+
+def table(result: dict) -> str:
+    med, base = result["median_notes_per_s"], result["baseline"]
+    lines = [
+        "# Annotation throughput (`benchmarks/annotate.py`)",
+        "",
+        f"{result['notes']} MEDDOCAN dev notes ({result['mean_chars']:.0f} characters on average), "
+        f"the gold NER model, 2 CPU cores; notes/s, median of {len(result['notes_per_s'][base])} "
+        f"repeats; sdeid joined Ray in a median {result['sdeid_ray_start_s_median']:.1f} s "
+        "before its timed run.",
+        "",
+        f"| run | notes/s (median) | runs | vs {base} | spans found |",
+        "|---|---|---|---|---|",
+    ]
+    for name, runs in result["notes_per_s"].items():
+        lines.append(
+            f"| {name} | {med[name]:.2f} | {', '.join(f'{r:.2f}' for r in runs)} "
+            f"| {med[name] / med[base]:.2f}x | {result['spans_found_last_repeat'][name]} |"
+        )
+    lines += ["", "sdeid's start-up inside the timed run (actor start, model load, first batch):"]
+    for name, secs in result["sdeid_first_batch_s"].items():
+        lines.append(f"- {name}: first batch back after {statistics.median(secs):.1f} s (median)")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

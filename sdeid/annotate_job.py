@@ -76,6 +76,7 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
     )
     name = f"ner:{fingerprint_path(model_dir)[:16]}"
     t0, written, ray_start_s = time.time(), 0, 0.0
+    first_batch_s = None  # actor start + model load + one batch: the run's start-up cost
     if todo:
         init_ray(ray_address)
         # Rates count from here: joining (or starting) Ray is paid once per job, not per note;
@@ -90,6 +91,7 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
         for batch in annotate_dataset(ds, cfg, str(model_dir), name).iter_batches(
             batch_format="pyarrow", batch_size=None
         ):
+            first_batch_s = first_batch_s or time.time() - t0
             for index, rows in _split_by_shard(batch).items():
                 buf = buffers.setdefault(index, [])
                 buf.append(rows)
@@ -130,7 +132,11 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
         config_to_dict(cfg),
         inputs,
         counts=counts,
-        timings={"ray_start_s": ray_start_s, "annotate_s": elapsed},
+        timings={
+            "ray_start_s": ray_start_s,
+            "first_batch_s": first_batch_s,
+            "annotate_s": elapsed,
+        },
     )
     return counts
 
