@@ -63,13 +63,16 @@ def word_labels_from_spans(doc: DocEncoding, spans) -> list[str]:
     return tags
 
 
-def spans_from_word_labels(doc: DocEncoding, tags, scores=None) -> list[Span]:
-    """Join words into spans; an I-X that does not follow X starts a new span (lenient BIO)."""
+def spans_from_word_labels(doc: DocEncoding, tags, scores=None, text=None) -> list[Span]:
+    """Join words into spans; an I-X that does not follow X starts a new span (lenient BIO).
+    Given the text, a span also ends at a line break: a gold span never crosses one (BRAT's
+    one-line surface field cannot hold it), so a prediction that does joins two entities."""
     spans = []
     cur = None  # [start, end, label, score list]
     for w, tag in enumerate(tags):
         label = None if tag == "O" else tag[2:]
-        if cur is not None and (label != cur[2] or tag.startswith("B-")):
+        new_line = cur is not None and text is not None and "\n" in text[cur[1] : doc.words[w][0]]
+        if cur is not None and (label != cur[2] or tag.startswith("B-") or new_line):
             spans.append(cur)
             cur = None
         if label is not None:

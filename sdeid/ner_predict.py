@@ -75,6 +75,6 @@ class NerTagger:
                 score, label = probs[(i, k)][pos].max(-1)
                 tags.append(self.id2label[int(label)])
                 scores.append(float(score))
-            spans = spans_from_word_labels(doc, tags, scores)
+            spans = spans_from_word_labels(doc, tags, scores, note.text)
             tagged.append(Note(note.doc_id, note.text, spans, note.source, annotator or self.name))
         return tagged

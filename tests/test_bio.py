@@ -87,3 +87,16 @@ def test_meddocan_train_round_trip():
     )
     assert recovered == total - inside_word
     assert recovered / total > 0.999
+
+
+def test_a_predicted_span_ends_at_a_line_break(tiny_bert):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    text = "Calle Mayor\nMadrid"
+    doc = encode_document(tok, text)
+    tags = ["B-CALLE", "I-CALLE", "I-CALLE"]
+    joined = spans_from_word_labels(doc, tags)  # without the text: one span over the break
+    assert [(s.start, s.end) for s in joined] == [(0, 18)]
+    split = spans_from_word_labels(doc, tags, text=text)
+    assert [(s.start, s.end, s.label) for s in split] == [(0, 11, "CALLE"), (12, 18, "CALLE")]
