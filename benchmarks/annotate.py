@@ -69,7 +69,7 @@ def hf_pipeline(model_dir: Path, texts: list[str], batch_size: int, dtype: str):
 
 def sdeid_annotate(notes: Path, model: Path, dtype: str, actors: int) -> tuple:
     out = WORK / f"out-{actors}x-{dtype}"
-    subprocess.run(["rm", "-rf", str(out)])
+    shutil.rmtree(out, ignore_errors=True)
     cfg = WORK / f"annotate-{actors}x-{dtype}.yaml"
     cfg.write_text(
         json.dumps(
