@@ -5,13 +5,15 @@
     .venv/bin/python benchmarks/generate.py kill --config FILE      # kill -9 a 10k run, rerun
 
 Throughput: the same model, the same prompts (first 3 words of MEDDOCAN dev documents) and the
-same budget of new tokens per note; tokens/s counts the tokens each backend actually produced
-(a note may end early at EOS). Medians of 3 repeats. The transformers loops run in this process
-and are timed once the model is loaded, in float32 and (batched) in bfloat16 too; the faster
-batched one is the baseline. sdeid/vLLM is the real `sdeid generate` command. Its engine takes
-about a minute to start on CPU (and that minute varies by 15 s from run to run), a fixed cost
-that a run of millions of notes pays once; so it runs on eight copies of the prompts with one
-shard per engine batch, and the steady rate is the tokens of the shards completed between the
+same budget of new tokens per note, by default the main job's (384, configs/meddocan-cpu.yaml);
+tokens/s counts the tokens each backend actually produced (a note may end early at EOS, and a
+static batch keeps stepping until its longest note ends). Medians of 3 repeats. The
+transformers loops run in this process and are timed once the model is loaded: the naive loop
+in float32 (what a first script does), batched `generate` in bfloat16 (faster on this CPU) at
+batch 16, 64 and 128; the fastest batched one is the baseline. sdeid/vLLM is the real
+`sdeid generate` command. Its engine takes about a minute to start on CPU (and that minute
+varies by 15 s from run to run), a fixed cost that a run of millions of notes pays once; so it
+runs on eight copies of the prompts with one shard per engine batch, and the steady rate is the tokens of the shards completed between the
 first and the third quarter of the run over the time between those two points (shards complete
 in plan order, so the pipeline is full at both ends). The rate over the whole run, start-up
 included, is reported beside it. Writes benchmarks/results/generate.json.
@@ -111,17 +113,17 @@ def sdeid_vllm(model_dir, prompts, max_new_tokens, copies=8, **engine):
     return steady, whole
 
 
-def throughput(model_dir, n_prompts, max_new_tokens, repeats=3, hf_batch=16, **engine):
+def throughput(model_dir, n_prompts, max_new_tokens, repeats=3, hf_batches=(16, 64, 128), **engine):
     WORK.mkdir(parents=True, exist_ok=True)
     prompts = _prompts(n_prompts)
-    batched = [f"hf_batched_{hf_batch}_float32", f"hf_batched_{hf_batch}_bfloat16"]
+    batched = {f"hf_batched_{b}_bfloat16": b for b in hf_batches}
     names = ["naive_hf_batch1", *batched, "sdeid_vllm_steady", "sdeid_vllm_whole_run_incl_start"]
     rows = {k: [] for k in names}
     for _ in range(repeats):
         t, s = hf_loop(model_dir, prompts, max_new_tokens, 1)
         rows["naive_hf_batch1"].append(t / s)
-        for name, dtype in zip(batched, ("float32", "bfloat16"), strict=True):
-            t, s = hf_loop(model_dir, prompts, max_new_tokens, hf_batch, dtype)
+        for name, batch in batched.items():
+            t, s = hf_loop(model_dir, prompts, max_new_tokens, batch, "bfloat16")
             rows[name].append(t / s)
         steady, whole = sdeid_vllm(model_dir, prompts, max_new_tokens, **engine)
         rows["sdeid_vllm_steady"].append(steady)
@@ -140,6 +142,7 @@ def throughput(model_dir, n_prompts, max_new_tokens, repeats=3, hf_batch=16, **e
         "baseline_batched": best_batched,
         "vllm_vs_naive": med["sdeid_vllm_steady"] / med["naive_hf_batch1"],
         "vllm_vs_batched": med["sdeid_vllm_steady"] / med[best_batched],
+        "vllm_whole_run_vs_batched": med["sdeid_vllm_whole_run_incl_start"] / med[best_batched],
     }
     print(json.dumps(result, indent=2))
     data = json.loads(RESULTS.read_text()).get("throughput", {}) if RESULTS.exists() else {}
@@ -147,6 +150,34 @@ def throughput(model_dir, n_prompts, max_new_tokens, repeats=3, hf_batch=16, **e
     name = Path(model_dir).name
     data["adapted-cpu" if name == "merged" else name] = result
     _save("throughput", data)
+    RESULTS.with_name("generate-throughput.md").write_text(throughput_table(result))
+
+
+def throughput_table(result: dict) -> str:
+    med, base = result["median_tokens_per_s"], result["baseline_batched"]
+    lines = [
+        "# Generation throughput (`benchmarks/generate.py throughput`)",
+        "",
+        f"`{result['model']}`, the first 3 words of {result['prompts']} MEDDOCAN dev notes, "
+        f"{result['max_new_tokens']} new tokens at most per note, top-p 0.95, T 1.0, 2 CPU "
+        f"cores; tokens/s, median of {len(result['tokens_per_s'][base])} repeats. sdeid: "
+        f"`sdeid generate` on {result['vllm_copies_of_the_prompts']} copies of the prompts, "
+        f"engine {result['engine']}.",
+        "",
+        f"| run | tokens/s (median) | runs | vs {base} |",
+        "|---|---|---|---|",
+    ]
+    for name, runs in result["tokens_per_s"].items():
+        lines.append(
+            f"| {name} | {med[name]:.0f} | {', '.join(f'{r:.0f}' for r in runs)} "
+            f"| {med[name] / med[base]:.2f}x |"
+        )
+    lines += [
+        "",
+        f"sdeid steady vs the naive loop: {result['vllm_vs_naive']:.1f}x (target 5x); vs the "
+        f"fastest batched `generate`: {result['vllm_vs_batched']:.2f}x (target 1.5x).",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _generate_watched(config, out, sets=(), kill_after_shards=None):
@@ -278,9 +309,9 @@ if __name__ == "__main__":
     ap.add_argument("--model", default=str(ROOT / "runs" / "adapt-meddocan" / "merged"))
     ap.add_argument("--config", help="memory, kill: a generate config (250 prompts)")
     ap.add_argument("--prompts", type=int, default=128)
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--max-num-seqs", type=int, default=128)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=384)
+    ap.add_argument("--max-num-seqs", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--cpus-per-engine", type=float, default=2)
     ap.add_argument("--threads-bind", default="0-1", help="vLLM CPU cores for the engine")
