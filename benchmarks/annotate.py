@@ -12,7 +12,9 @@ buys. sdeid is the real `sdeid annotate` command (Ray Data actor pool, windows o
 batched longest first), timed by its manifest from the start of the Ray Data run: actor start
 and model load included, joining Ray not (reported beside it). It runs with its defaults (one
 actor with 2 threads, float32) and as a CPU user would set it (two 1-thread actors, bfloat16).
-Notes/s, medians of 3 repeats. Writes benchmarks/results/annotate.json.
+A last row bounds what any scheduling could give on this machine: sdeid's tagger alone in two
+1-thread bfloat16 processes, no Ray, timed once both have loaded the model.
+Notes/s, medians of 3 repeats. Writes benchmarks/results/annotate.{json,md}.
 """
 
 from __future__ import annotations
@@ -101,6 +103,43 @@ def sdeid_annotate(notes: Path, model: Path, dtype: str, actors: int) -> tuple:
     )
 
 
+def _tag_share(model_dir: str, texts: list[str], barrier, results) -> None:
+    import time
+
+    import torch
+
+    from sdeid.ner_predict import NerTagger
+    from sdeid.schema import Note
+
+    torch.set_num_threads(1)
+    tagger = NerTagger(model_dir, 256, 64, dtype="bfloat16")
+    barrier.wait()  # every process has its model loaded: start the clock together
+    t0 = time.time()
+    notes = tagger.tag([Note(str(i), t) for i, t in enumerate(texts)])
+    results.put((t0, time.time(), sum(len(n.spans) for n in notes)))
+
+
+def tagger_ceiling(model_dir: Path, texts: list[str], processes: int = 2) -> tuple:
+    """sdeid's tagger with no Ray and no start-up: `processes` processes of one thread each, in
+    bfloat16, tag an equal share of the notes, timed from the moment all have loaded the model.
+    The rate `sdeid annotate` with two 1-thread actors would reach if starting them were free."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [
+        ctx.Process(target=_tag_share, args=(str(model_dir), texts[i::processes], barrier, results))
+        for i in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    done = [results.get() for _ in procs]
+    for p in procs:
+        p.join()
+    start, end = min(d[0] for d in done), max(d[1] for d in done)
+    return len(texts) / (end - start), sum(d[2] for d in done)
+
+
 HF = {  # name -> (batch size, dtype)
     "hf_pipeline_batch1_float32": (1, "float32"),
     "hf_pipeline_batch16_float32": (16, "float32"),
@@ -119,7 +158,8 @@ def main(model: Path, n_notes: int, repeats: int = 3):
     notes = write_notes(n_notes)
     texts = [n.text for n in read_notes_parquet(str(notes))]
     model_dir = model / "model" if (model / "model").is_dir() else model
-    rows = {k: [] for k in (*HF, *SDEID_RUNS)}
+    ceiling = "tagger_only_2x1thread_bfloat16_no_ray"
+    rows = {k: [] for k in (*HF, *SDEID_RUNS, ceiling)}
     spans, ray_start, first = {}, [], {k: [] for k in SDEID_RUNS}
     for _ in range(repeats):
         for name, (bs, dtype) in HF.items():
@@ -130,6 +170,8 @@ def main(model: Path, n_notes: int, repeats: int = 3):
             rows[name].append(rate)
             ray_start.append(start)
             first[name].append(first_s)
+        rate, spans[ceiling] = tagger_ceiling(model_dir, texts)
+        rows[ceiling].append(rate)
         print({k: round(v[-1], 2) for k, v in rows.items()}, flush=True)
     med = {k: statistics.median(v) for k, v in rows.items()}
     baseline = max(("hf_pipeline_batch1_float32", "hf_pipeline_batch16_float32"), key=med.get)
@@ -143,7 +185,7 @@ def main(model: Path, n_notes: int, repeats: int = 3):
         "sdeid_ray_start_s_median": statistics.median(ray_start),
         "sdeid_first_batch_s": first,
         "baseline": baseline,
-        "vs_baseline": {k: med[k] / med[baseline] for k in SDEID_RUNS},
+        "vs_baseline": {k: med[k] / med[baseline] for k in (*SDEID_RUNS, ceiling)},
         "vs_hf_batch16_bfloat16": {
             k: med[k] / med["hf_pipeline_batch16_bfloat16"] for k in SDEID_RUNS
         },
