@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from md_table import rate_rows  # benchmarks/, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "annotate.json"
 SDEID = str(Path(sys.executable).parent / "sdeid")
@@ -196,7 +198,7 @@ def main(model: Path, n_notes: int, repeats: int = 3):
 
 
 def table(result: dict) -> str:
-    med, base = result["median_notes_per_s"], result["baseline"]
+    base = result["baseline"]
     lines = [
         "# Annotation throughput (`benchmarks/annotate.py`)",
         "",
@@ -205,14 +207,14 @@ def table(result: dict) -> str:
         f"repeats; sdeid joined Ray in a median {result['sdeid_ray_start_s_median']:.1f} s "
         "before its timed run.",
         "",
-        f"| run | notes/s (median) | runs | vs {base} | spans found |",
-        "|---|---|---|---|---|",
+        *rate_rows(
+            result["notes_per_s"],
+            base,
+            "notes/s",
+            2,
+            {"spans found": result["spans_found_last_repeat"]},
+        ),
     ]
-    for name, runs in result["notes_per_s"].items():
-        lines.append(
-            f"| {name} | {med[name]:.2f} | {', '.join(f'{r:.2f}' for r in runs)} "
-            f"| {med[name] / med[base]:.2f}x | {result['spans_found_last_repeat'][name]} |"
-        )
     lines += ["", "sdeid's start-up inside the timed run (actor start, model load, first batch):"]
     for name, secs in result["sdeid_first_batch_s"].items():
         lines.append(f"- {name}: first batch back after {statistics.median(secs):.1f} s (median)")

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from md_table import rate_rows  # benchmarks/, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "generate.json"
 SDEID = str(Path(sys.executable).parent / "sdeid")
@@ -154,7 +156,7 @@ def throughput(model_dir, n_prompts, max_new_tokens, repeats=3, hf_batches=(16, 
 
 
 def throughput_table(result: dict) -> str:
-    med, base = result["median_tokens_per_s"], result["baseline_batched"]
+    base = result["baseline_batched"]
     lines = [
         "# Generation throughput (`benchmarks/generate.py throughput`)",
         "",
@@ -164,14 +166,8 @@ def throughput_table(result: dict) -> str:
         f"`sdeid generate` on {result['vllm_copies_of_the_prompts']} copies of the prompts, "
         f"engine {result['engine']}.",
         "",
-        f"| run | tokens/s (median) | runs | vs {base} |",
-        "|---|---|---|---|",
+        *rate_rows(result["tokens_per_s"], base, "tokens/s", 0),
     ]
-    for name, runs in result["tokens_per_s"].items():
-        lines.append(
-            f"| {name} | {med[name]:.0f} | {', '.join(f'{r:.0f}' for r in runs)} "
-            f"| {med[name] / med[base]:.2f}x |"
-        )
     lines += [
         "",
         f"sdeid steady vs the naive loop: {result['vllm_vs_naive']:.1f}x (target 5x); vs the "
