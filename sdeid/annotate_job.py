@@ -141,7 +141,7 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
 def _input_blocks(store, todo: list[int], markers: dict, batch_size: int) -> list:
     """The notes to tag as Arrow tables of one batch each, with a `_shard` column.
 
-    The driver reads the shards itself: it reads each one whole for its checksum anyway, while
+    The driver reads the shards itself (once each: checksum and Parquet from the same bytes), while
     Ray Data's Parquet reader starts a listing task, a pool of footer-reading actors and read
     tasks, and then needs an all-to-all repartition into batch-sized blocks; on 2 cores that was
     10 s before the first note was tagged. A block per batch gives each actor call a full batch
@@ -150,11 +150,10 @@ def _input_blocks(store, todo: list[int], markers: dict, batch_size: int) -> lis
     did behind the repartition.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     blocks = []
     for index in todo:
-        table = pq.read_table(store.verify(index, markers[index]))
+        table = store.read(index, markers[index])
         table = table.append_column("_shard", pa.array([index] * table.num_rows, pa.int64()))
         blocks += [table.slice(s, batch_size) for s in range(0, table.num_rows, batch_size)]
     return blocks

@@ -82,22 +82,25 @@ class ShardStore:
     def verify(self, index: int, marker: dict) -> Path:
         path = self.folder / shard_name(index)
         if sha256_file(path) != marker["sha256"]:
-            raise NoteError(
-                f"{path}: checksum does not match its _done marker (the shard was "
-                "changed or damaged after it was written); delete it and its marker "
-                "to regenerate it"
-            )
+            raise NoteError(_damaged(path))
         return path
+
+    def read(self, index: int, marker: dict, columns=None):
+        """One done shard as an Arrow table, its bytes read once for checksum and Parquet."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self.folder / shard_name(index)
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != marker["sha256"]:
+            raise NoteError(_damaged(path))
+        return pq.read_table(pa.BufferReader(data), columns=columns)
 
     def read_table(self, columns=None):
         """All done shards as one Arrow table, in shard order, checksums verified."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        tables = [
-            pq.read_table(self.verify(i, m), columns=columns)
-            for i, m in sorted(self.done().items())
-        ]
+        tables = [self.read(i, m, columns) for i, m in sorted(self.done().items())]
         if not tables:
             raise NoteError(f"{self.folder}: no completed shards")
         return pa.concat_tables(tables)
@@ -105,3 +108,10 @@ class ShardStore:
     def clear_temporaries(self) -> None:
         for p in self.folder.glob(".*.tmp-*"):
             p.unlink()
+
+
+def _damaged(path) -> str:
+    return (
+        f"{path}: checksum does not match its _done marker (the shard was changed or damaged "
+        "after it was written); delete it and its marker to regenerate it"
+    )
