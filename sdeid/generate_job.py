@@ -125,7 +125,7 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
 
     t0 = time.time()
     tokens, written = 0, 0
-    shard_log = []  # (shard, seconds since start, output tokens): steady-state rate between shards
+    shard_log = []  # (shard, seconds since start, output tokens): when each shard landed
     if todo:
         if cfg.backend == "vllm":
             from sdeid.ray_env import init_ray
