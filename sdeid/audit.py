@@ -177,7 +177,6 @@ def run_audit(cfg: AuditConfig, out_dir) -> dict:
     numbers), audit those again, and write audit.json and per-note audit_notes.json."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from sdeid.config import config_to_dict
     from sdeid.manifest import fingerprint_path, write_manifest
@@ -200,7 +199,7 @@ def run_audit(cfg: AuditConfig, out_dir) -> dict:
     dst.clear_temporaries()
     drop = pa.array(flagged, type=pa.string())
     for index, marker in sorted(src.done().items()):
-        shard = pq.read_table(src.verify(index, marker))
+        shard = src.read(index, marker)
         kept = shard.filter(pc.invert(pc.is_in(shard["doc_id"], value_set=drop)))
         notes = table_to_notes(kept, where=f"audit shard {index}", allow_overlap=True)
         extra = {

@@ -125,7 +125,6 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
 
     t0 = time.time()
     tokens, written = 0, 0
-    shard_log = []  # (shard, seconds since start, output tokens): when each shard landed
     if todo:
         if cfg.backend == "vllm":
             from sdeid.ray_env import init_ray
@@ -144,13 +143,6 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
                 _write_shard(store, row["shard"], buffers.pop(row["shard"]), fingerprint)
                 written += len(buf)
                 el = time.time() - t0
-                shard_log.append(
-                    {
-                        "shard": row["shard"],
-                        "done_s": round(el, 3),
-                        "output_tokens": sum(r["output_tokens"] for r in buf),
-                    }
-                )
                 eta = el / written * (len(todo) - written)
                 print(
                     f"[generate] shard {row['shard']} done: {written}/{len(todo)} notes, "
@@ -185,7 +177,7 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
         config_to_dict(cfg),
         inputs,
         counts=summary,
-        timings={"generate_s": gen_s, "shards": shard_log},
+        timings={"generate_s": gen_s},
     )
     return summary
 
@@ -203,7 +195,6 @@ def clean_shards(cfg: GenerateConfig, store, clean_dir: Path) -> dict:
     """Filter every raw shard into clean/ with the same shard numbers."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from sdeid.dedup import clean_notes
     from sdeid.shard_store import ShardStore
@@ -219,7 +210,7 @@ def clean_shards(cfg: GenerateConfig, store, clean_dir: Path) -> dict:
     keep = pa.array(kept)
     out = ShardStore(clean_dir)
     for index, marker in sorted(store.done().items()):
-        shard = pq.read_table(store.verify(index, marker))
+        shard = store.read(index, marker)
         mask = pc.is_in(shard["doc_id"], value_set=keep)
         _write_table(out, index, shard.filter(mask))
     return {"notes_raw": table.num_rows, "notes_clean": len(kept), "removed": removed}
