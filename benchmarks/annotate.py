@@ -1,6 +1,6 @@
 """Annotation throughput: `sdeid annotate` vs the transformers token-classification pipeline.
 
-    .venv/bin/python benchmarks/annotate.py [--model runs/ner-meddocan] [--notes 250]
+    .venv/bin/python benchmarks/annotate.py [--model runs/ner-meddocan] [--notes 250] [--cores N]
 
 The same model (the gold NER from `sdeid ner train`), the same notes (MEDDOCAN dev texts,
 written as one note shard, so the notes have real length: 2.8k characters on average), the same
@@ -11,11 +11,12 @@ default); it also runs in bfloat16 at batch 16, so the table shows what the numb
 buys. sdeid is the real `sdeid annotate` command (Ray Data actor pool, windows of many notes
 batched longest first), timed by its manifest from the start of the Ray Data run: actor start
 and model load included, joining Ray not (reported beside it). It runs with its defaults (one
-actor with 2 threads, float32) and as a CPU user would set it (two 1-thread actors, bfloat16).
-A last row bounds what any scheduling could give on this machine: sdeid's tagger alone in two
-1-thread bfloat16 processes, no Ray, timed once both have loaded the model. Beside the table, a
-bound on any implementation: the model's matrix-product FLOPs on these notes' windows at the best
-bfloat16 GEMM rate the 2 cores reach in the same run.
+actor with a thread per core, float32) and as a CPU user would set it (a 1-thread actor per core,
+bfloat16). A last row bounds what any scheduling could give on this machine: sdeid's tagger alone
+in one 1-thread bfloat16 process per core, no Ray, timed once all have loaded the model. Beside
+the table, a bound on any implementation: the model's matrix-product FLOPs on these notes'
+windows at the best bfloat16 GEMM rate the cores reach in the same run. Everything runs on
+`--cores` cores (the machine's by default).
 Notes/s, medians of 3 repeats. Writes benchmarks/results/annotate.{json,md}.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -73,7 +75,7 @@ def hf_pipeline(model_dir: Path, texts: list[str], batch_size: int, dtype: str):
     return len(texts) / (time.time() - t0), sum(len(x) for x in out)
 
 
-def sdeid_annotate(notes: Path, model: Path, dtype: str, actors: int) -> tuple:
+def sdeid_annotate(notes: Path, model: Path, dtype: str, actors: int, cores: int) -> tuple:
     out = WORK / f"out-{actors}x-{dtype}"
     shutil.rmtree(out, ignore_errors=True)
     cfg = WORK / f"annotate-{actors}x-{dtype}.yaml"
@@ -83,7 +85,7 @@ def sdeid_annotate(notes: Path, model: Path, dtype: str, actors: int) -> tuple:
                 notes=str(notes),
                 model=str(model),
                 annotators=actors,
-                cpus_per_annotator=2 / actors,
+                cpus_per_annotator=cores / actors,
                 batch_size=32,
                 dtype=dtype,
                 sample_brat=0,
@@ -123,10 +125,11 @@ def _tag_share(model_dir: str, texts: list[str], barrier, results) -> None:
     results.put((t0, time.time(), sum(len(n.spans) for n in notes)))
 
 
-def tagger_ceiling(model_dir: Path, texts: list[str], processes: int = 2) -> tuple:
+def tagger_ceiling(model_dir: Path, texts: list[str], processes: int) -> tuple:
     """sdeid's tagger with no Ray and no start-up: `processes` processes of one thread each, in
     bfloat16, tag an equal share of the notes, timed from the moment all have loaded the model.
-    The rate `sdeid annotate` with two 1-thread actors would reach if starting them were free."""
+    The rate `sdeid annotate` with that many 1-thread actors would reach if starting them and
+    Ray's own processes were free."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -196,34 +199,42 @@ HF = {  # name -> (batch size, dtype)
     "hf_pipeline_batch16_float32": (16, "float32"),
     "hf_pipeline_batch16_bfloat16": (16, "bfloat16"),
 }
-SDEID_RUNS = {  # name -> (actors, dtype); 2 cores in all
-    "sdeid_1x2threads_float32": (1, "float32"),
-    "sdeid_2x1thread_bfloat16": (2, "bfloat16"),
-}
 
 
-def main(model: Path, n_notes: int, repeats: int = 3):
+def sdeid_runs(cores: int) -> dict:
+    """name -> (actors, dtype), each on `cores` cores: the defaults, and a 1-thread actor a core."""
+    return {
+        f"sdeid_1x{cores}threads_float32": (1, "float32"),
+        f"sdeid_{cores}x1thread_bfloat16": (cores, "bfloat16"),
+    }
+
+
+def main(model: Path, n_notes: int, repeats: int, cores: int):
+    import torch
+
     from sdeid.parquet_io import read_notes_parquet
 
+    torch.set_num_threads(cores)  # the pipeline and the GEMM rate get the cores sdeid gets
+    runs = sdeid_runs(cores)
     WORK.mkdir(parents=True, exist_ok=True)
     notes = write_notes(n_notes)
     texts = [n.text for n in read_notes_parquet(str(notes))]
     model_dir = model / "model" if (model / "model").is_dir() else model
-    ceiling = "tagger_only_2x1thread_bfloat16_no_ray"
-    rows = {k: [] for k in (*HF, *SDEID_RUNS, ceiling)}
-    spans, ray_start, first = {}, [], {k: [] for k in SDEID_RUNS}
+    ceiling = f"tagger_only_{cores}x1thread_bfloat16_no_ray"
+    rows = {k: [] for k in (*HF, *runs, ceiling)}
+    spans, ray_start, first = {}, [], {k: [] for k in runs}
     flops_per_note, gemm = matmul_flops_per_note(model_dir, texts), []
     for _ in range(repeats):
         gemm.append(best_gemm_flops(model_dir))
         for name, (bs, dtype) in HF.items():
             rate, spans[name] = hf_pipeline(model_dir, texts, bs, dtype)
             rows[name].append(rate)
-        for name, (actors, dtype) in SDEID_RUNS.items():
-            rate, spans[name], start, first_s = sdeid_annotate(notes, model, dtype, actors)
+        for name, (actors, dtype) in runs.items():
+            rate, spans[name], start, first_s = sdeid_annotate(notes, model, dtype, actors, cores)
             rows[name].append(rate)
             ray_start.append(start)
             first[name].append(first_s)
-        rate, spans[ceiling] = tagger_ceiling(model_dir, texts)
+        rate, spans[ceiling] = tagger_ceiling(model_dir, texts, cores)
         rows[ceiling].append(rate)
         print({k: round(v[-1], 2) for k, v in rows.items()}, flush=True)
     med = {k: statistics.median(v) for k, v in rows.items()}
@@ -232,6 +243,7 @@ def main(model: Path, n_notes: int, repeats: int = 3):
     result = {
         "model": str(model_dir),
         "notes": len(texts),
+        "cores": cores,
         "mean_chars": sum(map(len, texts)) / len(texts),
         "notes_per_s": rows,
         "median_notes_per_s": med,
@@ -239,15 +251,13 @@ def main(model: Path, n_notes: int, repeats: int = 3):
         "sdeid_ray_start_s_median": statistics.median(ray_start),
         "sdeid_first_batch_s": first,
         "baseline": baseline,
-        "vs_baseline": {k: med[k] / med[baseline] for k in (*SDEID_RUNS, ceiling)},
+        "vs_baseline": {k: med[k] / med[baseline] for k in (*runs, ceiling)},
         "matmul_gflop_per_note": flops_per_note / 1e9,
         "best_bf16_gemm_gflop_s": [g / 1e9 for g in gemm],
         "bound_notes_per_s": bound,
         "bound_vs_baseline": bound / med[baseline],
-        "share_of_bound": {k: med[k] / bound for k in (*SDEID_RUNS, ceiling)},
-        "vs_hf_batch16_bfloat16": {
-            k: med[k] / med["hf_pipeline_batch16_bfloat16"] for k in SDEID_RUNS
-        },
+        "share_of_bound": {k: med[k] / bound for k in (*runs, ceiling)},
+        "vs_hf_batch16_bfloat16": {k: med[k] / med["hf_pipeline_batch16_bfloat16"] for k in runs},
     }
     print(json.dumps(result, indent=2))
     RESULTS.write_text(json.dumps(result, indent=2))
@@ -260,7 +270,7 @@ def table(result: dict) -> str:
         "# Annotation throughput (`benchmarks/annotate.py`)",
         "",
         f"{result['notes']} MEDDOCAN dev notes ({result['mean_chars']:.0f} characters on average), "
-        f"the gold NER model, 2 CPU cores; notes/s, median of {len(result['notes_per_s'][base])} "
+        f"the gold NER model, {result['cores']} CPU cores; notes/s, median of {len(result['notes_per_s'][base])} "
         f"repeats; sdeid joined Ray in a median {result['sdeid_ray_start_s_median']:.1f} s "
         "before its timed run.",
         "",
@@ -276,7 +286,8 @@ def table(result: dict) -> str:
     lines += [
         "",
         f"Bound on any implementation here: {result['matmul_gflop_per_note']:.1f} GFLOP of matrix "
-        "products per note at the best bfloat16 GEMM rate the 2 cores reached in this run "
+        f"products per note at the best bfloat16 GEMM rate the {result['cores']} cores reached in "
+        "this run "
         f"(median {statistics.median(result['best_bf16_gemm_gflop_s']):.0f} GFLOP/s) is "
         f"{bound:.2f} notes/s, {result['bound_vs_baseline']:.2f}x the baseline, with softmax, "
         "GELU, layer norm and tokenising free. Share of it reached: "
@@ -294,5 +305,6 @@ if __name__ == "__main__":
     ap.add_argument("--model", default=str(ROOT / "runs" / "ner-meddocan"))
     ap.add_argument("--notes", type=int, default=250)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cores", type=int, default=os.cpu_count())
     args = ap.parse_args()
-    main(Path(args.model), args.notes, args.repeats)
+    main(Path(args.model), args.notes, args.repeats, args.cores)
