@@ -39,6 +39,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "annotate.json"
 SDEID = str(Path(sys.executable).parent / "sdeid")
 MEDDOCAN_DEV = ROOT.parent / "shared" / "data" / "meddocan" / "dev"
 WORK = ROOT / "runs" / "bench-annotate"
+MAX_LENGTH, STRIDE = 256, 64  # the windows both sides use (sdeid's AnnotateConfig defaults)
 
 
 def write_notes(n: int) -> Path:
@@ -60,14 +61,14 @@ def hf_pipeline(model_dir: Path, texts: list[str], batch_size: int, dtype: str):
     from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    tok.model_max_length = 256  # the windows sdeid uses
+    tok.model_max_length = MAX_LENGTH
     model = AutoModelForTokenClassification.from_pretrained(model_dir, dtype=getattr(torch, dtype))
     pipe = pipeline(
         "token-classification",
         model=model,
         tokenizer=tok,
         aggregation_strategy="first",
-        stride=64,
+        stride=STRIDE,
         device="cpu",
     )
     t0 = time.time()
@@ -118,7 +119,7 @@ def _tag_share(model_dir: str, texts: list[str], barrier, results) -> None:
     from sdeid.schema import Note
 
     torch.set_num_threads(1)
-    tagger = NerTagger(model_dir, 256, 64, dtype="bfloat16")
+    tagger = NerTagger(model_dir, MAX_LENGTH, STRIDE, dtype="bfloat16")
     barrier.wait()  # every process has its model loaded: start the clock together
     t0 = time.time()
     notes = tagger.tag([Note(str(i), t) for i, t in enumerate(texts)])
@@ -147,37 +148,32 @@ def tagger_ceiling(model_dir: Path, texts: list[str], processes: int) -> tuple:
     return len(texts) / (end - start), sum(d[2] for d in done)
 
 
-def matmul_flops_per_note(model_dir: Path, texts: list[str], max_length=256, stride=64) -> float:
+def matmul_flops_per_note(model_dir: Path, c: dict, texts: list[str]) -> float:
     """The matrix-product FLOPs of one forward pass per note, averaged over `texts`, for a BERT
-    token classifier over sdeid's windows (the pipeline's are the same): per window of L
-    tokens, 2 L x (the linear layers' weights) plus 4 L^2 x hidden x layers for attention."""
-    import json
-
+    token classifier (config `c`) over the benchmark's windows: per window of L tokens,
+    2 L x (the linear layers' weights) plus 4 L^2 x hidden x layers for attention."""
     from transformers import AutoTokenizer
 
     from sdeid.bio import encode_document, windows
 
-    c = json.loads((model_dir / "config.json").read_text())
     h, layers = c["hidden_size"], c["num_hidden_layers"]
     weights = layers * (4 * h * h + 2 * h * c["intermediate_size"]) + h * len(c["id2label"])
     tok = AutoTokenizer.from_pretrained(model_dir)
     flops = 0
     for text in texts:
         n = len(encode_document(tok, text).input_ids)
-        for s, e in windows(n, max_length - 2, stride):
+        for s, e in windows(n, MAX_LENGTH - 2, STRIDE):
             length = e - s + 2  # [CLS] and [SEP]
             flops += 2 * length * weights + 4 * length * length * h * layers
     return flops / len(texts)
 
 
-def best_gemm_flops(model_dir: Path, repeats: int = 5) -> float:
+def best_gemm_flops(c: dict, repeats: int = 5) -> float:
     """The best bfloat16 GEMM rate (FLOP/s) torch reaches on this machine's cores now, on the
-    model's own linear-layer shapes (8,192 tokens): the median of `repeats` per shape, best shape."""
-    import json
-
+    linear-layer shapes of the model with config `c` (8,192 tokens): the median of `repeats` per
+    shape, best shape."""
     import torch
 
-    c = json.loads((model_dir / "config.json").read_text())
     h, i = c["hidden_size"], c["intermediate_size"]
     best = 0.0
     for n_in, n_out in ((h, h), (h, i), (i, h)):
@@ -223,9 +219,10 @@ def main(model: Path, n_notes: int, repeats: int, cores: int):
     ceiling = f"tagger_only_{cores}x1thread_bfloat16_no_ray"
     rows = {k: [] for k in (*HF, *runs, ceiling)}
     spans, ray_start, first = {}, [], {k: [] for k in runs}
-    flops_per_note, gemm = matmul_flops_per_note(model_dir, texts), []
+    config = json.loads((model_dir / "config.json").read_text())
+    flops_per_note, gemm = matmul_flops_per_note(model_dir, config, texts), []
     for _ in range(repeats):
-        gemm.append(best_gemm_flops(model_dir))
+        gemm.append(best_gemm_flops(config))
         for name, (bs, dtype) in HF.items():
             rate, spans[name] = hf_pipeline(model_dir, texts, bs, dtype)
             rows[name].append(rate)
@@ -270,9 +267,9 @@ def table(result: dict) -> str:
         "# Annotation throughput (`benchmarks/annotate.py`)",
         "",
         f"{result['notes']} MEDDOCAN dev notes ({result['mean_chars']:.0f} characters on average), "
-        f"the gold NER model, {result['cores']} CPU cores; notes/s, median of {len(result['notes_per_s'][base])} "
-        f"repeats; sdeid joined Ray in a median {result['sdeid_ray_start_s_median']:.1f} s "
-        "before its timed run.",
+        f"the gold NER model, {result['cores']} CPU cores; notes/s, median of "
+        f"{len(result['notes_per_s'][base])} repeats; sdeid joined Ray in a median "
+        f"{result['sdeid_ray_start_s_median']:.1f} s before its timed run.",
         "",
         *rate_rows(
             result["notes_per_s"],
@@ -287,8 +284,7 @@ def table(result: dict) -> str:
         "",
         f"Bound on any implementation here: {result['matmul_gflop_per_note']:.1f} GFLOP of matrix "
         f"products per note at the best bfloat16 GEMM rate the {result['cores']} cores reached in "
-        "this run "
-        f"(median {statistics.median(result['best_bf16_gemm_gflop_s']):.0f} GFLOP/s) is "
+        f"this run (median {statistics.median(result['best_bf16_gemm_gflop_s']):.0f} GFLOP/s) is "
         f"{bound:.2f} notes/s, {result['bound_vs_baseline']:.2f}x the baseline, with softmax, "
         "GELU, layer norm and tokenising free. Share of it reached: "
         + ", ".join(f"{k} {v:.0%}" for k, v in share.items())

@@ -133,14 +133,13 @@ def vllm_generate(
     # On CPU, vLLM's top-p sorts every row of the vocabulary, over half of a step for a small
     # model; sdeid's processor gives the same nucleus for a fraction (sdeid/nucleus.py). GPUs
     # keep vLLM's fused kernels.
-    own_top_p = not cfg.use_gpu and cfg.top_p < 1
-    if own_top_p:
+    if not cfg.use_gpu and cfg.top_p < 1:
         from sdeid.nucleus import EXTRA_ARG, NucleusLogitsProcessor
 
         engine_kwargs["logits_processors"] = [NucleusLogitsProcessor.FQCN]
-        top_p = dict(top_p=1.0, extra_args={EXTRA_ARG: cfg.top_p})
+        top_p_args = dict(top_p=1.0, extra_args={EXTRA_ARG: cfg.top_p})
     else:
-        top_p = dict(top_p=cfg.top_p)
+        top_p_args = dict(top_p=cfg.top_p)
     if adapter_dir is not None:
         import json
         from pathlib import Path
@@ -173,7 +172,7 @@ def vllm_generate(
             row,
             sampling_params=dict(
                 temperature=cfg.temperature,
-                **top_p,
+                **top_p_args,
                 max_tokens=int(row["max_tokens"]),
                 seed=int(row["seed"]),
                 # The detokenize stage decodes each note whole and its text is the one kept;
