@@ -24,10 +24,13 @@ class AnnotateConfig:
     """Notes per batch sent to an actor."""
     max_length: int = 256
     stride: int = 64
+    """Subwords shared by consecutive windows. Less overlap is faster and loses entities at
+    window edges (benchmarks/results/annotator_knobs.md)."""
     min_score: float = 0.0
     """Drop predicted spans whose confidence is below this."""
     dtype: str = "float32"
-    """Model weights' type: bfloat16 is faster on CPUs with AVX512-BF16 and on GPUs."""
+    """Model weights' type: bfloat16 is faster on CPUs with AVX512-BF16 (2x on MEDDOCAN test, same
+    F1) and on GPUs."""
     sample_brat: int = 20
     """Also export this many annotated notes as BRAT for inspection (0: none)."""
 
