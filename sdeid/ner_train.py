@@ -50,6 +50,10 @@ class NerTrainConfig:
     """Ray Train workers (data-parallel replicas)."""
     cpus_per_worker: float = 2.0
     use_gpu: bool = False
+    precision: str = "fp32"
+    """fp32, or bf16: mixed precision, the forward pass under torch.autocast in bfloat16 with
+    weights, gradients and optimizer state in float32 (as `adapt`'s bf16 under DDP). Faster on
+    GPUs and on CPUs with AVX512-BF16 (benchmarks/results/ner_precision.md)."""
     seed: int = 0
     log_every: int = 25
     """Print a progress line every this many optimizer steps."""
@@ -66,6 +70,8 @@ class NerTrainConfig:
         for name in ("epochs", "batch_size", "num_workers", "max_length"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
 
@@ -233,14 +239,15 @@ def train_loop(cfg_dict: dict):
                 torch.arange(width, device=device)[None, :]
                 < torch.tensor([len(x) for x, _ in batch], device=device)[:, None]
             ).long()
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             tokens += int(mask.sum())
-            loss_sum += float(loss)
+            loss_sum += loss.item()
             if rank == 0 and ((step + 1) % cfg.log_every == 0 or step + 1 == steps_per_epoch):
                 el = time.time() - t0
                 eta = el / (step + 1) * (steps_per_epoch - step - 1)

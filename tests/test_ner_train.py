@@ -45,3 +45,33 @@ def test_two_worker_ray_train_learns_the_toy_corpus(tmp_path, tiny_bert, local_r
     manifest = read_manifest(out)
     assert manifest["stage"] == "ner_train" and manifest["config"]["num_workers"] == 2
     assert len(manifest["inputs"]["train"]["sha256"]) == 64
+
+
+def test_bf16_mixed_precision_learns_and_keeps_float32_weights(tmp_path, tiny_bert, local_ray):
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    train = write_brat(toy_notes(copies=8), tmp_path / "train")
+    dev = write_brat(toy_notes(), tmp_path / "dev")
+    cfg = NerTrainConfig(
+        train=str(train),
+        dev=str(dev),
+        base_model=str(tiny_bert),
+        epochs=12,
+        batch_size=4,
+        learning_rate=5e-3,
+        warmup_ratio=0.0,
+        max_length=24,
+        stride=6,
+        cpus_per_worker=1,
+        precision="bf16",
+        log_every=1000,
+    )
+    result = run_ner_train(cfg, tmp_path / "out")
+
+    losses = [m["train_loss"] for m in result["epochs"]]
+    assert losses[-1] < 0.5 * losses[0]
+    assert max(m["dev_f1"] for m in result["epochs"]) > 0.5
+    saved = tmp_path / "out" / "model"
+    model = AutoModelForTokenClassification.from_pretrained(saved, dtype="auto")  # as stored
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
