@@ -1,4 +1,4 @@
-"""A real 2-worker Ray Train run (gloo, DDP) of a tiny BERT built from a config."""
+"""Real Ray Train runs of a tiny BERT built from a config: 2 workers (gloo, DDP); bf16 autocast."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from sdeid.ner_job import run_ner_train
 from sdeid.ner_train import NerTrainConfig
 
 
-def test_two_worker_ray_train_learns_the_toy_corpus(tmp_path, tiny_bert, local_ray):
+def toy_config(tmp_path, tiny_bert, **over) -> NerTrainConfig:
+    """12 epochs of the tiny BERT on the toy notes, dev = test = one copy of them."""
     train = write_brat(toy_notes(copies=8), tmp_path / "train")
     dev = write_brat(toy_notes(), tmp_path / "dev")
-    cfg = NerTrainConfig(
+    settings = dict(
         train=str(train),
         dev=str(dev),
         test=str(dev),
@@ -26,10 +27,13 @@ def test_two_worker_ray_train_learns_the_toy_corpus(tmp_path, tiny_bert, local_r
         warmup_ratio=0.0,
         max_length=24,
         stride=6,
-        num_workers=2,
-        cpus_per_worker=1,
         log_every=1000,
     )
+    return NerTrainConfig(**{**settings, **over})
+
+
+def test_two_worker_ray_train_learns_the_toy_corpus(tmp_path, tiny_bert, local_ray):
+    cfg = toy_config(tmp_path, tiny_bert, num_workers=2, cpus_per_worker=1)
     result = run_ner_train(cfg, tmp_path / "out")
 
     losses = [m["train_loss"] for m in result["epochs"]]
@@ -51,22 +55,7 @@ def test_bf16_mixed_precision_learns_and_keeps_float32_weights(tmp_path, tiny_be
     import torch
     from transformers import AutoModelForTokenClassification
 
-    train = write_brat(toy_notes(copies=8), tmp_path / "train")
-    dev = write_brat(toy_notes(), tmp_path / "dev")
-    cfg = NerTrainConfig(
-        train=str(train),
-        dev=str(dev),
-        base_model=str(tiny_bert),
-        epochs=12,
-        batch_size=4,
-        learning_rate=5e-3,
-        warmup_ratio=0.0,
-        max_length=24,
-        stride=6,
-        cpus_per_worker=1,
-        precision="bf16",
-        log_every=1000,
-    )
+    cfg = toy_config(tmp_path, tiny_bert, test=None, cpus_per_worker=1, precision="bf16")
     result = run_ner_train(cfg, tmp_path / "out")
 
     losses = [m["train_loss"] for m in result["epochs"]]
