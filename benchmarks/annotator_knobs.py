@@ -50,26 +50,28 @@ def make_tagger(model_dir: Path, dtype: str, stride: int):
     return NerTagger(model_dir, MAX_LENGTH, stride, model=model)
 
 
-def subwords_per_note(tokenizer, texts: list[str], stride: int) -> float:
-    """Subwords the model reads per note, [CLS] and [SEP] of every window included."""
-    from sdeid.bio import encode_document, windows
+def subwords_per_note(note_lengths: list[int], stride: int) -> float:
+    """Subwords the model reads per note, [CLS] and [SEP] of every window included, for notes of
+    `note_lengths` subwords."""
+    from sdeid.bio import windows
 
-    total = 0
-    for text in texts:
-        n = len(encode_document(tokenizer, text).input_ids)
-        total += sum(e - s + 2 for s, e in windows(n, MAX_LENGTH - 2, stride))
-    return total / len(texts)
+    total = sum(e - s + 2 for n in note_lengths for s, e in windows(n, MAX_LENGTH - 2, stride))
+    return total / len(note_lengths)
 
 
 def main(model: Path, repeats: int, cores: int):
     import torch
+    from transformers import AutoTokenizer
 
+    from sdeid.bio import encode_document
     from sdeid.brat import read_brat
     from sdeid.metrics import ner_scores
 
     torch.set_num_threads(cores)
     gold = read_brat(MEDDOCAN_TEST)
     model_dir = model / "model" if (model / "model").is_dir() else model
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    note_lengths = [len(encode_document(tokenizer, n.text).input_ids) for n in gold]
     rows, strict, token, subwords = {}, {}, {}, {}
     for name, (dtype, stride) in VARIANTS.items():
         tagger = make_tagger(model_dir, dtype, stride)
@@ -81,7 +83,7 @@ def main(model: Path, repeats: int, cores: int):
             rows[name].append(len(gold) / (time.time() - t0))
         scores = ner_scores(gold, preds)
         strict[name], token[name] = scores["strict"]["f1"], scores["token"]["f1"]
-        subwords[name] = subwords_per_note(tagger.tokenizer, [n.text for n in gold], stride)
+        subwords[name] = subwords_per_note(note_lengths, stride)
         print(name, [round(r, 2) for r in rows[name]], round(strict[name], 4), flush=True)
     result = {
         "model": str(model_dir),
