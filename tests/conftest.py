@@ -159,7 +159,10 @@ def local_ray():
         num_cpus=4,
         include_dashboard=False,
         log_to_driver=True,
-        runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
+        runtime_env={
+            "env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"},
+            "worker_process_setup_hook": "sdeid.ray_env.quiet_placement_group_cleaner",
+        },
     )
     yield ray
     ray.shutdown()
