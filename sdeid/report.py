@@ -55,11 +55,17 @@ def collect(folders: dict[str, Path]) -> dict:
         "gold_ner_train_tokens_per_s": scores["gold"]["train_tokens_per_s"],
         "synthetic_ner_train_tokens_per_s": scores["synthetic"]["train_tokens_per_s"],
     }
+    # How far adaptation got: with a time budget (max_minutes) the same config trains fewer steps
+    # on a busier machine, and the generator, with everything after it, is weaker for it.
+    adapted = (adapt.get("dev_by_epoch") or [{}])[-1]
     lineage = {
         "base_model": adapt_base(folders["adapt"]),
         "generator": {
             "folder": str(folders["adapt"]),
             "sha256": gen.get("inputs", {}).get("model", {}).get("sha256"),
+            "steps": adapted.get("step"),
+            "trained_s": adapt.get("trained_s"),
+            "dev_perplexity": adapted.get("dev_perplexity"),
         },
         "synthetic_notes": {
             "folder": str(folders["generate"]),
@@ -163,14 +169,15 @@ def markdown(n: dict, settings: dict) -> str:
             f"| {s['per_label_f1'].get(label, 0.0):.3f} |"
         )
     lin = n["lineage"]
-    notes = lin["synthetic_notes"]
+    generator, notes = lin["generator"], lin["synthetic_notes"]
     lines += [
         "",
         "## Lineage",
         "",
         f"1. base LM `{lin['base_model']['path']}` (sha256 {str(lin['base_model']['sha256'])[:12]})",
-        f"2. generator (adapted) `{lin['generator']['folder']}` "
-        f"(sha256 {str(lin['generator']['sha256'])[:12]})",
+        f"2. generator (adapted) `{generator['folder']}` (sha256 {str(generator['sha256'])[:12]}): "
+        f"{_fmt(generator['steps'], 'd')} optimizer steps in {_fmt(generator['trained_s'], '.0f')} s"
+        f", dev perplexity {_fmt(generator['dev_perplexity'], '.1f')}",
         f"3. synthetic notes `{notes['folder']}`: {notes['raw']} generated, {notes['clean']} kept "
         f"after clean-up (removed: {notes['removed']})",
         f"4. annotator `{lin['annotator']['folder']}` (sha256 "

@@ -72,6 +72,8 @@ def test_smoke_run_report_reuse_and_rerun_from(toy_corpus, tiny_bert, tmp_path):
     assert "| synthetic / gold |" in report and "## Lineage" in report
     assert "## Privacy audit" in report
     numbers = json.loads((out / "report" / "report.json").read_text())
+    steps = numbers["lineage"]["generator"]["steps"]
+    assert steps > 0 and f"{steps} optimizer steps in " in report
     for model in ("gold", "synthetic"):
         assert 0 <= numbers["scores"][model]["strict_f1"] <= 1
     ratio = numbers["ratio_token_f1"]  # None when the toy gold model finds nothing
