@@ -35,7 +35,7 @@ ray.init(num_cpus=4, include_dashboard=dashboard)
 init_s = time.perf_counter() - t
 time.sleep(10)
 me = psutil.Process()
-procs = [p for p in me.children(recursive=True)]
+procs = me.children(recursive=True)
 cpu = lambda: sum(p.cpu_times().user + p.cpu_times().system for p in procs if p.is_running())
 before = cpu()
 time.sleep(idle_s)

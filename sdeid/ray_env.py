@@ -5,6 +5,15 @@ from __future__ import annotations
 import os
 
 
+def runtime_env(local: bool) -> dict:
+    """The job's runtime env (a fresh dict: Ray may write into it). A local Ray, sdeid's or the
+    tests', also mutes the placement-group cleaner (see quiet_placement_group_cleaner)."""
+    env = {"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}
+    if local:
+        env["worker_process_setup_hook"] = "sdeid.ray_env.quiet_placement_group_cleaner"
+    return env
+
+
 def init_ray(address: str | None = None):
     """Join `address` (or RAY_ADDRESS) when given; otherwise start a local Ray.
 
@@ -18,12 +27,11 @@ def init_ray(address: str | None = None):
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}
     if address:
-        ray.init(address=address, runtime_env=env)
+        ray.init(address=address, runtime_env=runtime_env(local=False))
     else:
-        env["worker_process_setup_hook"] = "sdeid.ray_env.quiet_placement_group_cleaner"
-        ray.init(num_cpus=2 * (os.cpu_count() or 1), include_dashboard=False, runtime_env=env)
+        cpus = 2 * (os.cpu_count() or 1)
+        ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env(local=True))
     return ray
 
 

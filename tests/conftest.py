@@ -155,14 +155,8 @@ def local_ray():
     """A local Ray with 4 logical CPUs on this 2-core machine: fractional actors never deadlock."""
     import ray
 
-    ray.init(
-        num_cpus=4,
-        include_dashboard=False,
-        log_to_driver=True,
-        runtime_env={
-            "env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"},
-            "worker_process_setup_hook": "sdeid.ray_env.quiet_placement_group_cleaner",
-        },
-    )
+    from sdeid.ray_env import runtime_env
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=True, runtime_env=runtime_env(True))
     yield ray
     ray.shutdown()
