@@ -12,6 +12,11 @@ from pathlib import Path
 from sdeid.schema import SCHEMA_VERSION
 
 MANIFEST = "_manifest.json"
+STAGE_DONE = "_stage.json"
+"""Written last into a `sdeid run` stage's folder: the stage finished."""
+# What sdeid writes about a folder rather than into its content. Both hold times, so a
+# fingerprint that read them would differ between two runs that made the same model.
+BOOKKEEPING = frozenset({MANIFEST, STAGE_DONE})
 
 
 def git_commit() -> str | None:
@@ -29,10 +34,15 @@ def git_commit() -> str | None:
 
 
 def fingerprint_path(path) -> str:
-    """sha256 over the relative names and bytes of every file under `path` (or of the file)."""
+    """sha256 over the relative names and bytes of every file under `path` (or of the file),
+    sdeid's bookkeeping files left out."""
     path = Path(path)
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.rglob("*") if p.is_file() and p.name not in BOOKKEEPING)
+    )
     for f in files:
         h.update(str(f.relative_to(path) if f != path else f.name).encode())
         with open(f, "rb") as fh:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from sdeid.config import ConfigError, build_config, config_to_dict
 from sdeid.errors import RunFolderError
+from sdeid.manifest import STAGE_DONE as DONE
 
 STAGES = (
     "base_lm",
@@ -41,7 +42,6 @@ STAGES = (
     "synthetic_ner",
     "report",
 )
-DONE = "_stage.json"
 
 
 @dataclass(frozen=True)
