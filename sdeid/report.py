@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sdeid.manifest import MANIFEST
+from sdeid.manifest import MANIFEST, STAGE_DONE
 
 
 def _json(path: Path) -> dict:
@@ -25,7 +25,7 @@ def collect(folders: dict[str, Path]) -> dict:
     adapt = _json(folders["adapt"] / "metrics.json")
     audit = _json(folders["audit"] / "audit.json")
     walls = {
-        name: _json(folder / "_stage.json").get("wall_s")
+        name: _json(folder / STAGE_DONE).get("wall_s")
         for name, folder in folders.items()
         if name != "report"
     }
