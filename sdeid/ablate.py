@@ -89,6 +89,7 @@ def run_ablation(cfg: AblateConfig, out_dir, ray_address=None, dry_run=False, wh
                 synthetic_token_f1=n["scores"]["synthetic"]["token_f1"],
                 ratio_strict_f1=n["ratio_strict_f1"],
                 notes=n["notes"],
+                kept=n["lineage"]["audited_notes"]["kept"],
                 report=str(report / "report.md"),
             )
         rows.append(row)
@@ -111,18 +112,20 @@ def write_ablation(out_dir: Path, cfg: AblateConfig, rows: list[dict]) -> None:
             if cfg.fixed
             else []
         ),
-        "| " + " | ".join(keys) + " | annotator strict F1 | annotator token F1 "
-        "| synthetic strict F1 | synthetic token F1 | synthetic / annotator (strict) |",
-        "|" + "---|" * (len(keys) + 5),
+        "| " + " | ".join(keys) + " | synthetic notes kept by the audit | annotator strict F1 "
+        "| annotator token F1 | synthetic strict F1 | synthetic token F1 "
+        "| synthetic / annotator (strict) |",
+        "|" + "---|" * (len(keys) + 6),
     ]
     for r in rows:
-        lines.append(
-            "| "
-            + " | ".join(str(r["point"][k]) for k in keys)
-            + f" | {r['gold_strict_f1']:.4f} | {r['gold_token_f1']:.4f} "
-            f"| {r['synthetic_strict_f1']:.4f} | {r['synthetic_token_f1']:.4f} "
-            f"| {'-' if r['ratio_strict_f1'] is None else format(r['ratio_strict_f1'], '.3f')} |"
-        )
+        ratio = r["ratio_strict_f1"]
+        cells = [str(r["point"][k]) for k in keys] + [
+            f"{r['kept']} of {r['notes']}",
+            *(f"{r[m]:.4f}" for m in ("gold_strict_f1", "gold_token_f1")),
+            *(f"{r[m]:.4f}" for m in ("synthetic_strict_f1", "synthetic_token_f1")),
+            "-" if ratio is None else f"{ratio:.3f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for key in keys:
         if all(isinstance(r["point"][key], int | float) for r in rows):

@@ -58,11 +58,13 @@ def test_the_table_names_the_fixed_settings(tmp_path):
             "synthetic_strict_f1": s,
             "synthetic_token_f1": s,
             "ratio_strict_f1": s / g,
+            "kept": 40,
+            "notes": 50,
         }
         for f, g, s in ((0.5, 0.8, 0.6), (1.0, 0.9, 0.8))
     ]
     write_ablation(tmp_path, cfg, rows)
     table = (tmp_path / "ablation.md").read_text()
     assert "Every point: x.y=2." in table
-    assert "| 0.5 | 0.8000 | 0.8000 | 0.6000 | 0.6000 | 0.750 |" in table
+    assert "| 0.5 | 40 of 50 | 0.8000 | 0.8000 | 0.6000 | 0.6000 | 0.750 |" in table
     assert (tmp_path / "ablation_annotator_train_fraction.png").is_file()
