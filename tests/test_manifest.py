@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sdeid.manifest import fingerprint_path, write_manifest
+from sdeid.manifest import STAGE_DONE, fingerprint_path, write_manifest
 
 
 def test_fingerprint_follows_content_not_bookkeeping(tmp_path):
@@ -14,7 +14,7 @@ def test_fingerprint_follows_content_not_bookkeeping(tmp_path):
 
     # A stage that made this model writes its manifest and finished marker (times in both).
     write_manifest(model, "base_lm", {"preset": "tiny"}, {})
-    (model / "_stage.json").write_text('{"stage": "base_lm", "wall_s": 5.8}')
+    (model / STAGE_DONE).write_text('{"stage": "base_lm", "wall_s": 5.8}')
     assert fingerprint_path(model) == before
 
     (model / "weights.bin").write_bytes(b"\x00\x02")
