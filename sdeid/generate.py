@@ -31,6 +31,10 @@ class GenerateConfig:
     seed: int = 0
     """Run seed; each note's seed derives from it, its prompt id and sample index."""
     max_new_tokens: int = 480
+    max_model_len: int = 2048
+    """The engine's context: the model's own (max_position_embeddings, n_positions, ...) capped
+    at this, or this where the model has none (BLOOM). 0: the model's own, uncapped. A cap keeps
+    a long-context model (131k) from reserving KV cache for contexts no note needs."""
     temperature: float = 1.0
     top_p: float = 0.95
     backend: str = "vllm"
@@ -39,6 +43,14 @@ class GenerateConfig:
     """Serve the base model plus the LoRA adapter (vLLM LoRA) instead of the merged model."""
     notes_per_shard: int = 1000
     engine_replicas: int = 1
+    """vLLM engines, a fixed pool (one per GPU x tensor_parallel_size): every engine gets work."""
+    engine_max_restarts: int = 2
+    """Times a dead engine replica is restarted (its batch retried) before the stage fails with
+    the engine's own error; an engine that cannot serve would otherwise be restarted forever."""
+    seed_per_note: bool = True
+    """Each note sampled with its own seed (from the plan), so a rerun after a crash redoes a
+    shard with the same texts. On GPU a per-request seed moves vLLM from its fused top-p kernel
+    to the PyTorch sampler; false trades note-level reproducibility for that speed."""
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
     max_num_seqs: int = 64
@@ -89,6 +101,10 @@ class GenerateConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.engine_max_restarts < 0:
+            raise ValueError(f"engine_max_restarts must be >= 0, got {self.engine_max_restarts}")
+        if self.max_model_len < 0:
+            raise ValueError(f"max_model_len must be >= 0, got {self.max_model_len}")
         if not 0 <= self.near_dup_threshold <= 1:
             raise ValueError(f"near_dup_threshold must be in [0, 1], got {self.near_dup_threshold}")
 
@@ -111,13 +127,33 @@ def _engine_env(cfg: GenerateConfig) -> dict:
     }
 
 
+def engine_bundles(cfg: GenerateConfig) -> dict:
+    """What one engine replica holds: a GPU and `cpus_per_engine` CPUs per tensor/pipeline
+    rank, packed on one node; on CPU one bundle of `cpus_per_engine` CPUs. Stated here, not
+    left to Ray Data's defaults, so the cluster fit (sdeid/cluster_fit.py) is computed from it."""
+    if not cfg.use_gpu:
+        return {"bundles": [{"CPU": cfg.cpus_per_engine}]}
+    ranks = cfg.tensor_parallel_size * cfg.pipeline_parallel_size
+    return {"bundles": [{"GPU": 1, "CPU": cfg.cpus_per_engine}] * ranks, "strategy": "STRICT_PACK"}
+
+
 def vllm_generate(
-    cfg: GenerateConfig, model_dir: str, rows: list[dict], max_model_len: int, adapter_dir=None
+    cfg: GenerateConfig,
+    model_dir: str,
+    rows: list[dict],
+    max_model_len: int,
+    adapter_dir=None,
+    log_dir=None,
 ):
     """Yield result rows as the Ray Data pipeline streams them, in plan order. Each row
-    carries its own `max_tokens` (the room its prompt leaves in the context)."""
+    carries its own `max_tokens` (the room its prompt leaves in the context). Engine errors
+    are logged under `log_dir`; an engine that keeps dying fails with its own error."""
+    from pathlib import Path
+
     import ray
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    from sdeid.engine_errors import bound_restarts, engine_failure, engine_logging
 
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     engine_kwargs = dict(
@@ -144,25 +180,24 @@ def vllm_generate(
         import json
         from pathlib import Path
 
+        from sdeid.lm_arch import vllm_max_lora_rank
+
         rank = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"]
-        engine_kwargs.update(enable_lora=True, max_lora_rank=max(8, rank), max_loras=1)
+        engine_kwargs.update(enable_lora=True, max_lora_rank=vllm_max_lora_rank(rank), max_loras=1)
     light = {"num_cpus": 0.1}  # tokenizer stages: tiny work, must not hold a whole core
     proc_cfg = vLLMEngineProcessorConfig(
         model_source=model_dir,
         engine_kwargs=engine_kwargs,
-        concurrency=cfg.engine_replicas,
+        # A fixed pool: an int n would be an autoscaling pool of 1..n that can leave GPUs idle.
+        concurrency=(cfg.engine_replicas, cfg.engine_replicas),
         # Engine metrics would go to Ray's Prometheus exporter; nothing here reads them.
         log_engine_metrics=False,
         batch_size=cfg.batch_size,
         chat_template_stage=False,
         tokenize_stage=light,
         detokenize_stage=light,
-        runtime_env={"env_vars": _engine_env(cfg)},
-        **(
-            {}
-            if cfg.use_gpu
-            else {"placement_group_config": {"bundles": [{"CPU": cfg.cpus_per_engine}]}}
-        ),
+        runtime_env={"env_vars": {**_engine_env(cfg), **engine_logging(Path(log_dir))}},
+        placement_group_config=engine_bundles(cfg),
     )
 
     def preprocess(row):
@@ -174,7 +209,7 @@ def vllm_generate(
                 temperature=cfg.temperature,
                 **top_p_args,
                 max_tokens=int(row["max_tokens"]),
-                seed=int(row["seed"]),
+                **({"seed": int(row["seed"])} if cfg.seed_per_note else {}),
                 # The detokenize stage decodes each note whole and its text is the one kept;
                 # vLLM's own incremental decoding in the engine actor would be the same work
                 # twice, on the cores the engine needs (steady rate +5 % on 2 cores).
@@ -204,11 +239,15 @@ def vllm_generate(
         preprocess_map_kwargs=light,
         postprocess_map_kwargs=light,
     )
+    bound_restarts(processor, cfg.engine_max_restarts)
     # One block per engine batch: blocks cut at other sizes reach the engine as a full batch
     # plus a 1-2 row remainder, and each remainder costs a whole batch slot.
     n_blocks = max(1, -(-len(rows) // cfg.batch_size))
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
-    yield from processor(ds).iter_rows()
+    try:
+        yield from processor(ds).iter_rows()
+    except (ray.exceptions.RayError, RuntimeError) as e:
+        raise engine_failure(Path(log_dir), cfg.engine_max_restarts, e) from e
 
 
 def hf_generate(
@@ -220,14 +259,16 @@ def hf_generate(
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    device = "cuda" if cfg.use_gpu else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=cfg.dtype).eval()
     if adapter_dir is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_dir).eval()
+    model = model.to(device)
     for b in range(0, len(rows), cfg.hf_batch_size):
         batch = rows[b : b + cfg.hf_batch_size]
-        enc = tok([r["prompt"] for r in batch], return_tensors="pt", padding=True)
+        enc = tok([r["prompt"] for r in batch], return_tensors="pt", padding=True).to(device)
         max_tokens = min(r["max_tokens"] for r in batch)
         torch.manual_seed(batch[0]["seed"])
         with torch.inference_mode():

@@ -20,6 +20,7 @@ from sdeid.adapt_job import check_causal_lm
 from sdeid.config import config_to_dict
 from sdeid.errors import RunFolderError, SdeidError
 from sdeid.generate import GenerateConfig
+from sdeid.lm_arch import context_length, read_model_config, vllm_max_lora_rank
 from sdeid.manifest import MANIFEST, fingerprint_path, write_manifest
 from sdeid.ner_job import absolute
 from sdeid.schema import Note
@@ -57,6 +58,19 @@ def resolve_generator(model: str, use_adapter: bool = False):
     return path, None, None
 
 
+def check_vllm_lora(model_config: dict, model_dir, lora_r: int) -> None:
+    """Refuse `use_adapter` before any engine starts where vLLM cannot serve the adapter."""
+    from sdeid.lm_arch import vllm_serves_lora
+
+    arch = (model_config.get("architectures") or [""])[0]
+    if not vllm_serves_lora(arch):
+        raise SdeidError(
+            f"generator {model_dir}: vLLM serves no LoRA adapters for {arch or 'this model'}; "
+            "set use_adapter: false to generate from the merged model (adapt writes merged/)"
+        )
+    vllm_max_lora_rank(lora_r)  # raises above the largest rank vLLM takes
+
+
 def plan_rows(cfg: GenerateConfig, tokenizer, max_model_len: int) -> list[dict]:
     from sdeid.parquet_io import read_corpus
     from sdeid.prompt_plan import build_plan, prompts_from_corpus, prompts_from_file
@@ -86,7 +100,7 @@ def plan_rows(cfg: GenerateConfig, tokenizer, max_model_len: int) -> list[dict]:
 
 
 def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -> dict:
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from sdeid.generate import hf_generate, vllm_generate
     from sdeid.shard_store import ShardStore
@@ -99,8 +113,12 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
         prompt_file=absolute(cfg.prompt_file),
     )
     model_dir, adapter_dir, adapt_manifest = resolve_generator(cfg.model, cfg.use_adapter)
+    model_config = read_model_config(model_dir)
+    if adapter_dir is not None and cfg.backend == "vllm":
+        rank = json.loads((adapter_dir / "adapter_config.json").read_text())["r"]
+        check_vllm_lora(model_config, model_dir, rank)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    max_model_len = AutoConfig.from_pretrained(model_dir).max_position_embeddings
+    max_model_len = context_length(model_config, cfg.max_model_len, f"generator {model_dir}")
     rows = plan_rows(cfg, tokenizer, max_model_len)
     store = ShardStore(out_dir / "shards")
     store.folder.mkdir(parents=True, exist_ok=True)
@@ -130,7 +148,9 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
             from sdeid.ray_env import init_ray
 
             init_ray(ray_address)
-            stream = vllm_generate(cfg, str(model_dir), todo, max_model_len, adapter_dir)
+            stream = vllm_generate(
+                cfg, str(model_dir), todo, max_model_len, adapter_dir, out_dir / "engine_logs"
+            )
         else:
             stream = hf_generate(cfg, str(model_dir), todo, max_model_len, adapter_dir)
         fingerprint = fingerprint_path(adapter_dir or model_dir)[:16]
