@@ -10,6 +10,7 @@ already trained on (the data order is a pure function of seed and epoch).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -58,7 +59,14 @@ class AdaptConfig:
     warmup_steps: int = 20
     weight_decay: float = 0.0
     precision: str = "fp32"
-    """`fp32`, `bf16` or `fp16` (the latter two where the hardware has them)."""
+    """`fp32`, `bf16` or `fp16` (the latter two where the hardware has them; fp16 needs
+    DeepSpeed's loss scaling, so `strategy: deepspeed`). The frozen base model is loaded in it."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass instead of keeping them: about
+    a third more compute for a fraction of the activation memory (on in the GPU configs)."""
+    gpu_memory_gib: float = 0.0
+    """Memory of one GPU; when > 0 a config whose plan needs more is refused before any work
+    (`sdeid adapt --dry-run` prints the plan, sdeid/adapt_plan.py)."""
     num_workers: int = 1
     cpus_per_worker: float = 2.0
     use_gpu: bool = False
@@ -75,6 +83,11 @@ class AdaptConfig:
             raise ValueError(f"zero_stage must be 2 or 3, got {self.zero_stage}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision == "fp16" and self.strategy == "ddp":
+            raise ValueError(
+                "precision fp16 needs loss scaling, which sdeid gets from DeepSpeed: use "
+                "strategy deepspeed, or precision bf16 with ddp"
+            )
         if self.lora_r <= 0:
             raise ValueError(f"lora_r must be positive, got {self.lora_r}")
         if not 0 < self.data_fraction <= 1:
@@ -110,24 +123,36 @@ def deepspeed_config(cfg: AdaptConfig, world: int) -> dict:
     return ds
 
 
-def _dev_metrics(model, blocks, n_chars, device, batch_size):
-    """Mean loss per token, perplexity and bits per character over the dev blocks."""
-    import torch
+def _dev_metrics(model, blocks, n_chars, device, batch_size, rank, world):
+    """Mean loss per token, perplexity and bits per character over the dev blocks.
 
-    total_nats, total_tokens = 0.0, 0
+    Every rank scores its share of the blocks and the sums are all-reduced. Under ZeRO-3 every
+    forward pass gathers parameters from all ranks, so a forward on rank 0 alone would hang;
+    the ranks also run the same number of forward passes (a rank short of blocks runs a
+    padding batch that is not counted)."""
+    import torch
+    import torch.distributed as dist
+
+    # Full blocks share a length and go in batches; only the last block may be shorter.
+    full = [b for b in blocks if len(b) == len(blocks[0])]
+    batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)]
+    batches += [[b] for b in blocks[len(full) :]]
+    n_rounds = -(-len(batches) // world)
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # nats, tokens
     model.eval()
     with torch.no_grad():
-        # Full blocks share a length and go in batches; only the last block may be shorter.
-        full = [b for b in blocks if len(b) == len(blocks[0])]
-        rest = [b for b in blocks[len(full) :]]
-        batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)]
-        for batch in batches + [[b] for b in rest]:
+        for r in range(n_rounds):
+            i = r * world + rank
+            batch = batches[i] if i < len(batches) else batches[0]
             ids = torch.tensor(batch, device=device)
             loss = model(input_ids=ids, labels=ids).loss  # mean over len(batch) * (L - 1)
-            n = len(batch) * (ids.shape[1] - 1)
-            total_nats += float(loss) * n
-            total_tokens += n
+            if i < len(batches):
+                n = len(batch) * (ids.shape[1] - 1)
+                totals += torch.tensor([float(loss) * n, n], dtype=torch.float64, device=device)
     model.train()
+    if dist.is_initialized() and world > 1:
+        dist.all_reduce(totals)
+    total_nats, total_tokens = float(totals[0]), int(totals[1])
     mean = total_nats / max(1, total_tokens)
     return {
         "dev_loss": mean,
@@ -163,7 +188,7 @@ def train_loop(cfg_dict: dict):
     tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
     notes = sample_fraction(read_corpus(cfg.corpus), cfg.data_fraction, cfg.seed)
     blocks = pack_blocks(tokenize_documents(tokenizer, [n.text for n in notes]), cfg.context_length)
-    dev_notes = read_corpus(cfg.dev) if rank == 0 else []
+    dev_notes = read_corpus(cfg.dev)
     dev_blocks = pack_blocks(
         tokenize_documents(tokenizer, [n.text for n in dev_notes]),
         cfg.context_length,
@@ -174,12 +199,10 @@ def train_loop(cfg_dict: dict):
     model = build_model(cfg)
     params = [p for p in model.parameters() if p.requires_grad]
 
-    per_rank = len(blocks) // world
-    micro_steps = per_rank // cfg.micro_batch_size
-    steps_per_epoch = max(1, micro_steps // cfg.gradient_accumulation)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps > 0:
-        total_steps = min(total_steps, cfg.max_steps)
+    from sdeid.adapt_plan import schedule
+
+    sched = schedule(cfg, len(blocks) * cfg.context_length)
+    steps_per_epoch, total_steps = sched.steps_per_epoch, sched.total_steps
     clock = TrainClock()
     if cfg.strategy == "deepspeed":
         import deepspeed
@@ -215,9 +238,10 @@ def train_loop(cfg_dict: dict):
         with resume.as_directory() as d:
             state = json.loads((Path(d) / "train_state.json").read_text())
             if cfg.strategy == "deepspeed":
-                engine.load_checkpoint(d, tag="engine")
+                # The checkpoint holds only trainable weights (see save_checkpoint).
+                engine.load_checkpoint(d, tag="engine", load_module_strict=cfg.method == "full")
             else:
-                sd = torch.load(Path(d) / "trainer.pt", weights_only=False)
+                sd = torch.load(Path(d) / "trainer.pt", map_location=device, weights_only=False)
                 module.load_state_dict(sd["model"], strict=False)
                 optimizer.load_state_dict(sd["optimizer"])
                 scheduler.load_state_dict(sd["scheduler"])
@@ -231,7 +255,9 @@ def train_loop(cfg_dict: dict):
             if final:
                 export_models(cfg, module, tokenizer, Path(d), rank)
             if cfg.strategy == "deepspeed":
-                engine.save_checkpoint(d, tag="engine")  # every rank writes its ZeRO shard
+                # Every rank writes its ZeRO shard; the frozen base is not written (it is
+                # the base model folder: 12 GB per checkpoint for a 6B model under LoRA).
+                engine.save_checkpoint(d, tag="engine", exclude_frozen_parameters=True)
             elif rank == 0:
                 trainable = {
                     k: v
@@ -261,14 +287,15 @@ def train_loop(cfg_dict: dict):
 
     # Packed blocks are full: no padding and no attention mask.
     stop = False
-    tokens_seen, t_last, loss_acc = 0, time.time(), 0.0
+    tokens_seen, t_last, loss_acc, logged_steps = 0, time.time(), 0.0, 0
     for epoch in range(step // steps_per_epoch, cfg.epochs):
         clock.go()
         order = list(range(len(blocks)))
         random.Random(cfg.seed * 1000 + epoch).shuffle(order)
-        mine = order[rank::world][
-            : steps_per_epoch * cfg.gradient_accumulation * cfg.micro_batch_size
-        ]
+        # Every block once per epoch: the last step is topped up from the epoch's start.
+        need = steps_per_epoch * sched.blocks_per_step
+        order = (order * (need // max(1, len(order)) + 1))[:need]
+        mine = order[rank::world]
         first = step - epoch * steps_per_epoch  # optimizer steps already done this epoch
         for s in range(first, steps_per_epoch):
             for a in range(cfg.gradient_accumulation):
@@ -295,24 +322,25 @@ def train_loop(cfg_dict: dict):
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             step += 1
-            if rank == 0 and step % cfg.log_every == 0:
+            logged_steps += 1
+            # Log every log_every steps and at the last step, so a short run logs its loss.
+            if step % cfg.log_every == 0 or step == total_steps:
                 el = time.time() - t_last
-                print(
-                    f"[adapt] epoch {epoch + 1} step {step}/{total_steps} loss "
-                    f"{loss_acc / cfg.log_every:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
-                    f"{tokens_seen * world / el:.0f} tok/s",
-                    flush=True,
-                )
-                history.append(
-                    {
-                        "step": step,
-                        "train_loss": loss_acc / cfg.log_every,
-                        "tokens_per_s": tokens_seen * world / el,
-                    }
-                )
-                tokens_seen, t_last, loss_acc = 0, time.time(), 0.0
-            elif rank != 0 and step % cfg.log_every == 0:
-                tokens_seen, t_last, loss_acc = 0, time.time(), 0.0
+                if rank == 0:
+                    print(
+                        f"[adapt] epoch {epoch + 1} step {step}/{total_steps} loss "
+                        f"{loss_acc / logged_steps:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
+                        f"{tokens_seen * world / el:.0f} tok/s",
+                        flush=True,
+                    )
+                    history.append(
+                        {
+                            "step": step,
+                            "train_loss": loss_acc / logged_steps,
+                            "tokens_per_s": tokens_seen * world / el,
+                        }
+                    )
+                tokens_seen, t_last, loss_acc, logged_steps = 0, time.time(), 0.0, 0
             out_of_time = cfg.max_minutes > 0 and (clock.elapsed() > cfg.max_minutes * 60)
             stop = step >= total_steps or _all_agree(out_of_time, device)
             if step % cfg.checkpoint_every == 0 and s + 1 < steps_per_epoch and not stop:
@@ -321,10 +349,18 @@ def train_loop(cfg_dict: dict):
                 break
         clock.pause()
         metrics = {"step": step, "epoch": epoch + 1, "trained_s": clock.elapsed()}
-        if rank == 0:
-            metrics.update(
-                _dev_metrics(module, dev_blocks, dev_chars, device, cfg.micro_batch_size)
+        metrics.update(
+            _dev_metrics(
+                engine if cfg.strategy == "deepspeed" else module,
+                dev_blocks,
+                dev_chars,
+                device,
+                cfg.micro_batch_size,
+                rank,
+                world,
             )
+        )
+        if rank == 0:
             print(
                 f"[adapt] epoch {epoch + 1}: dev loss {metrics['dev_loss']:.4f} perplexity "
                 f"{metrics['dev_perplexity']:.1f} bits/char {metrics['dev_bits_per_char']:.4f}",
@@ -385,11 +421,27 @@ def _cosine_schedule(optimizer, cfg: AdaptConfig, total_steps: int, clock: Train
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def build_model(cfg: AdaptConfig):
-    """The base causal LM in fp32, wrapped with a fresh LoRA adapter for method `lora`."""
+def load_dtype(cfg: AdaptConfig) -> str:
+    """The dtype the base model is loaded in for training.
+
+    16-bit where the frozen base (LoRA) or DeepSpeed (which keeps fp32 master weights) makes it
+    safe: a 6.3B model is 12.6 GB instead of 25 GB on every worker. Full training under DDP
+    keeps fp32 weights and uses autocast, since AdamW on 16-bit weights loses small updates.
+    """
+    if cfg.precision == "fp32" or (cfg.method == "full" and cfg.strategy == "ddp"):
+        return "float32"
+    return {"bf16": "bfloat16", "fp16": "float16"}[cfg.precision]
+
+
+def build_model(cfg: AdaptConfig, dtype: str | None = None):
+    """The base causal LM (in `dtype`, by default the training dtype), wrapped with a fresh
+    LoRA adapter for method `lora` (PEFT keeps the adapter's weights in fp32)."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype="float32")
+    model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype or load_dtype(cfg))
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -427,7 +479,9 @@ def export_models(cfg: AdaptConfig, module, tokenizer, out: Path, rank: int) -> 
         )
     if rank != 0:
         return
-    model = build_model(cfg)
+    # merged/ is written in the base model's own dtype (`auto`: what its config.json says),
+    # the dtype vLLM then serves, not in the training dtype or fp32.
+    model = build_model(dataclasses.replace(cfg, gradient_checkpointing=False), dtype="auto")
     model.load_state_dict(state)
     if cfg.method == "lora":
         model.save_pretrained(out / "adapter")

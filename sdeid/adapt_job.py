@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from sdeid.adapt import AdaptConfig
-from sdeid.config import config_to_dict
+from sdeid.config import ConfigError, config_to_dict
 from sdeid.manifest import fingerprint_path, write_manifest
 from sdeid.ner_job import absolute
 
@@ -35,6 +35,33 @@ def check_causal_lm(path, role: str = "base model") -> None:
         )
 
 
+def adapt_plan(cfg: AdaptConfig, notes=None, model_config=None) -> dict:
+    """The memory and schedule plan (sdeid.adapt_plan) of `cfg` on its corpus. `model_config`
+    stands in for a base model that does not exist yet (a preset's config in a dry run)."""
+    from sdeid.adapt_plan import count_tokens, plan_adapt
+    from sdeid.lm_arch import model_shape
+    from sdeid.ner_train import sample_fraction
+    from sdeid.parquet_io import read_corpus
+
+    notes = sample_fraction(
+        read_corpus(cfg.corpus) if notes is None else notes, cfg.data_fraction, cfg.seed
+    )
+    targets = cfg.lora_target_modules if cfg.method == "lora" else ()
+    shape = model_shape(model_config or cfg.base_model, targets, cfg.lora_r)
+    tokens, estimated = count_tokens(cfg.base_model, [n.text for n in notes])
+    return plan_adapt(cfg, shape, tokens, estimated)
+
+
+def refuse_bad_plan(plan: dict, where: str) -> None:
+    if plan["problems"]:
+        mem = plan["memory_gib_per_gpu"]
+        raise ConfigError(
+            f"{where}: " + "; ".join(plan["problems"]) + f". Per GPU without / with gradient "
+            f"checkpointing: {mem['without_checkpointing']} / {mem['with_checkpointing']} GiB; "
+            f"schedule: {plan['schedule']}"
+        )
+
+
 def run_adapt(cfg: AdaptConfig, out_dir, ray_address: str | None = None) -> dict:
     from sdeid.parquet_io import read_corpus
     from sdeid.ray_env import init_ray
@@ -46,6 +73,8 @@ def run_adapt(cfg: AdaptConfig, out_dir, ray_address: str | None = None) -> dict
     check_causal_lm(cfg.base_model)
     corpus = read_corpus(cfg.corpus)
     read_corpus(cfg.dev)
+    plan = adapt_plan(cfg, corpus)
+    refuse_bad_plan(plan, "adapt")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
@@ -64,6 +93,7 @@ def run_adapt(cfg: AdaptConfig, out_dir, ray_address: str | None = None) -> dict
         "trained_s": result["trained_s"],
         "wall_s": wall,
         "documents": len(corpus),
+        "plan": plan,
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     inputs = {

@@ -96,11 +96,17 @@ def _ner_predict(args):
 
 def _adapt(args):
     from sdeid.adapt import AdaptConfig
-    from sdeid.adapt_job import run_adapt
+    from sdeid.adapt_job import adapt_plan, check_causal_lm, refuse_bad_plan, run_adapt
+    from sdeid.config import config_to_dict, load_config
 
-    cfg = _resolved_config(AdaptConfig, args)
-    if cfg is None:
+    if args.dry_run:  # the resolved config, its memory and schedule plan, and any refusal
+        cfg = load_config(AdaptConfig, args.config, args.set)
+        check_causal_lm(cfg.base_model)
+        plan = adapt_plan(cfg)
+        print(json.dumps({"config": config_to_dict(cfg), "plan": plan}, indent=2))
+        refuse_bad_plan(plan, str(args.config))
         return 0
+    cfg = _resolved_config(AdaptConfig, args)
     metrics = run_adapt(cfg, args.out, ray_address=args.address)
     print(
         json.dumps(

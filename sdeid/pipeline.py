@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdeid.config import ConfigError, build_config, config_to_dict
-from sdeid.errors import RunFolderError
+from sdeid.errors import RunFolderError, SdeidError
 from sdeid.manifest import STAGE_DONE as DONE
 
 STAGES = (
@@ -228,6 +228,8 @@ def plan(cfg: PipelineConfig, run_dir, where: str = "config", stages_dir=None) -
         if getattr(generate, k)
     }
     add("generate", generate, prompts, (("model", "adapt"),))
+    if generate.use_adapter and generate.backend == "vllm":
+        _check_adapter_served(adapt, base, where)
 
     annotate = _section(
         AnnotateConfig,
@@ -365,10 +367,22 @@ def run_pipeline(
                     f"{run_dir}: --only {only} needs the finished upstream stage {up} "
                     f"({by_name[up].folder}); run without --only first"
                 )
+    # The adaptation's memory and schedule are checked before any stage runs: a config that
+    # cannot fit its GPUs, or whose warmup outlasts the run, fails now, not after the annotator.
+    adapt_record = next((r for r in records if r["stage"] == "adapt"), None)
+    adapt_plan = None
+    if adapt_record and (dry_run or adapt_record["action"] in ("run", "rerun")):
+        adapt_plan = _adapt_plan(by_name)
     if dry_run:
         for r, s in zip(records, stages, strict=True):
             r["config"] = s.config if isinstance(s.config, dict) else config_to_dict(s.config)
+        if adapt_plan is not None:
+            adapt_record["plan"] = adapt_plan
         return records
+    if adapt_plan is not None:
+        from sdeid.adapt_job import refuse_bad_plan
+
+        refuse_bad_plan(adapt_plan, f"{where}: adapt")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / "plan.json", {"created_unix": time.time(), "stages": records})
@@ -397,6 +411,36 @@ def run_pipeline(
         print(f"[run] {stage.name}: done in {record['wall_s']:.0f}s", flush=True)
     _write_json(run_dir / "plan.json", {"created_unix": time.time(), "stages": records})
     return records
+
+
+def _check_adapter_served(adapt, base: str, where: str) -> None:
+    """generate.use_adapter is refused with the config, not when the engines start."""
+    from sdeid.causal_lm_init import llama_config
+    from sdeid.generate_job import check_vllm_lora
+    from sdeid.lm_arch import read_model_config
+
+    if adapt.method != "lora":
+        raise ConfigError(f"{where}: generate: use_adapter needs adapt.method lora")
+    init = isinstance(base, str) and base.startswith("init:")
+    model_config = llama_config(base[5:]).to_dict() if init else read_model_config(adapt.base_model)
+    try:
+        check_vllm_lora(model_config, adapt.base_model, adapt.lora_r)
+    except SdeidError as e:
+        raise ConfigError(f"{where}: generate: {e}") from None
+
+
+def _adapt_plan(by_name: dict[str, Stage]) -> dict:
+    """adapt's plan; a base model that base_lm has not built yet is planned from its preset
+    (its token count then estimated from characters: the tokenizer does not exist yet)."""
+    from sdeid.adapt_job import adapt_plan
+    from sdeid.causal_lm_init import llama_config
+
+    base_lm = by_name.get("base_lm")
+    if base_lm is not None and not base_lm.finished:
+        return adapt_plan(
+            by_name["adapt"].config, model_config=llama_config(base_lm.config["preset"])
+        )
+    return adapt_plan(by_name["adapt"].config)
 
 
 def _write_json(path: Path, value) -> None:

@@ -169,6 +169,16 @@ def test_only_needs_finished_upstream(toy_corpus, tiny_bert, tmp_path):
         (["--set", "generate.top_p=2"], "generate: top_p must be in (0, 1]"),
         (["--from", "nonsense"], "--from 'nonsense': not a stage"),
         (["--set", "test=/nonexistent/test"], "/nonexistent/test: input not found"),
+        # The adaptation's plan is checked before any stage runs (the annotator is 25 min).
+        (["--set", "adapt.gpu_memory_gib=0.5"], "adapt: needs 1.51 GiB per GPU, more than"),
+        (["--set", "generate.use_adapter=true"], "generate: use_adapter needs adapt.method lora"),
+        (
+            ["--set", f"adapt.base_model={ROOT / 'configs/models/flor-6.3b'}"]
+            + ["--set", "adapt.method=lora", "--set", "generate.use_adapter=true"],
+            "generate: generator "
+            + str(ROOT / "configs/models/flor-6.3b")
+            + ": vLLM serves no LoRA adapters for BloomForCausalLM; set use_adapter: false",
+        ),
     ],
 )
 def test_config_errors_name_section_and_key(toy_corpus, tiny_bert, tmp_path, extra, message):
@@ -191,6 +201,10 @@ def test_dry_run_keys_follow_content_not_location(toy_corpus, tiny_bert, tmp_pat
     )
     same = [x["stage"] for x, y in zip(a, changed, strict=True) if x["key"] == y["key"]]
     assert same == ["base_lm", "annotator"]
+    plan = next(r for r in a if r["stage"] == "adapt")["plan"]  # from the preset, before base_lm
+    assert (
+        plan["model"]["architecture"] == "LlamaForCausalLM" and plan["schedule"]["total_steps"] == 4
+    )
     assert not (tmp_path / "a").exists()
 
 
