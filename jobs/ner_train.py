@@ -4,7 +4,7 @@ On this machine (local Ray):
     python jobs/ner_train.py --config configs/ner-meddocan-cpu.yaml --out runs/ner-meddocan
 On a cluster:
     ray job submit --address http://HEAD:8265 --working-dir . -- \
-        python jobs/ner_train.py --config configs/ner-meddocan-cpu.yaml --out /shared/runs/ner
+        python jobs/ner_train.py --config configs/ner-meddocan-gpu.yaml --out /shared/runs/ner
 """
 
 import sys

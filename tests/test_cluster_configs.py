@@ -49,8 +49,15 @@ def test_launcher_config_matches_rays_schema():
     assert sum(t["max_workers"] for t in types.values()) >= cfg["max_workers"] > 0
     for name, t in types.items():
         assert 0 <= t["min_workers"] <= t["max_workers"], name
-    assert any('pip install -q -e ".[gpu]"' in c for c in cfg["setup_commands"])
+    setup = cfg["setup_commands"]
+    assert any('pip install -q -e ".[gpu]"' in c for c in setup)
     assert cfg["file_mounts"]["~/sdeid"] == "."
+    # /shared is a network mount on every node (Ray Train's storage and the runs live there),
+    # made with the privileges it needs; `ray` comes from the venv that has it.
+    assert any("mount -t nfs4" in c and "/shared" in c for c in setup)
+    assert any(c.startswith("sudo mkdir -p /shared") for c in setup)
+    for cmd in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]:
+        assert cmd.startswith("~/sdeid/.venv/bin/ray "), cmd
 
 
 def test_launcher_schema_check_is_real():
@@ -115,3 +122,68 @@ def test_runtime_env_and_image_recipe():
     docker = (CLUSTER / "Dockerfile").read_text()
     assert f"rayproject/ray:{_pinned_ray()}-" in docker
     assert 'pip install --no-cache-dir -e ".[gpu]"' in docker
+
+
+def _gpu_pipeline():
+    from sdeid.pipeline import load_pipeline_config
+
+    return load_pipeline_config(ROOT / "configs" / "meddocan-gpu.yaml")
+
+
+@pytest.mark.parametrize("manifest", ["raycluster.yaml", "rayjob-meddocan.yaml"])
+def test_every_gpu_stage_fits_the_pods_with_no_gpu_idle(manifest):
+    from sdeid.cluster_fit import fit, kuberay_gpu_pod, stage_demands
+
+    pod = kuberay_gpu_pod(_load(CLUSTER / manifest))
+    rows = [fit(d, pod) for d in stage_demands(_gpu_pipeline())]
+    assert [r["stage"] for r in rows] == [
+        "annotator",
+        "adapt",
+        "synthetic_ner",
+        "generate",
+        "annotate",
+    ]
+    assert all(not r["problems"] for r in rows), [r for r in rows if r["problems"]]
+    adapt = next(r for r in rows if r["stage"] == "adapt")
+    assert adapt["pods"] == 1 and adapt["idle_gpus"] == 0  # 4 workers, one 4-GPU pod
+
+
+def test_the_fit_finds_workers_split_over_pods():
+    """The old pods (30 CPUs) with adapt's 4 workers x 8 CPUs: 3 fit a pod, 1 goes elsewhere."""
+    import dataclasses
+
+    from sdeid.cluster_fit import Pod, fit, stage_demands
+
+    adapt = next(d for d in stage_demands(_gpu_pipeline()) if d.stage == "adapt")
+    row = fit(adapt, Pod(cpus=30, gpus=4, max_replicas=4))
+    assert row["per_pod"] == 3 and row["pods"] == 2 and row["idle_gpus"] == 4
+    assert "sit idle" in row["problems"][0]
+    too_many = fit(dataclasses.replace(adapt, count=20), Pod(cpus=44, gpus=4, max_replicas=4))
+    assert "needs 5 pods, the group allows 4" in too_many["problems"]
+
+
+def test_install_check_reads_the_image_against_the_gpu_wheels(tmp_path):
+    """cluster/check_install.py's image check on a resolver report: the real report comes from
+    pip in CI (.ci/run); here a report of the same shape shows the check can fail."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_install", CLUSTER / "check_install.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+
+    def report(cp, cuda):
+        def item(name, version, url):
+            return {"metadata": {"name": name, "version": version}, "download_info": {"url": url}}
+
+        return {
+            "install": [
+                item(
+                    "torch", "2.14.0", f"https://x/torch-2.14.0-{cp}-{cp}-manylinux_2_28_x86_64.whl"
+                ),
+                item("nvidia-cuda-runtime", cuda, "https://x/nvidia_cuda_runtime.whl"),
+            ]
+        }
+
+    assert check.check_image(report("cp311", "13.0.96"), CLUSTER / "Dockerfile") == []
+    problems = check.check_image(report("cp312", "12.8.90"), CLUSTER / "Dockerfile")
+    assert len(problems) == 2 and "cp312" in problems[0] and "CUDA runtime 12.8" in problems[1]

@@ -70,3 +70,22 @@ def test_ablation_grids_resolve_every_point(path, monkeypatch, tmp_path):
     cfg = load_config(AblateConfig, path)
     rows = run_ablation(cfg, tmp_path, dry_run=True, where=str(path))
     assert len(rows) == math.prod(len(v) for v in cfg.grid.values())
+
+
+def test_every_job_entrypoint_names_configs_that_exist():
+    """The commands in jobs/*.py's docstrings (laptop and cluster) name real configs, and the
+    cluster ones the GPU configs."""
+    import re
+
+    for job in sorted((ROOT / "jobs").glob("*.py")):
+        configs = re.findall(r"--config (\S+)", job.read_text())
+        assert configs, job.name
+        for c in configs:
+            assert (ROOT / c).is_file(), f"{job.name}: {c} does not exist"
+        cluster = [
+            c
+            for line in job.read_text().splitlines()
+            for c in re.findall(r"--config (\S+)", line)
+            if "/shared/" in line
+        ]
+        assert all(c.endswith("-gpu.yaml") for c in cluster), (job.name, cluster)
