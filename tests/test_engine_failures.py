@@ -27,8 +27,8 @@ def _generate(model, prompts, out, **over):
         min_chars=1,
         batch_size=6,
         engine_max_restarts=1,
-        **over,
     )
+    cfg.update(over)
     path = out.with_suffix(".yaml")
     path.write_text(json.dumps(cfg))
     return subprocess.Popen(
