@@ -1,25 +1,48 @@
 """BRAT standoff folders <-> notes.
 
-Each document is NAME.txt (UTF-8) with NAME.ann, whose lines are
-`T<n>\\t<LABEL> <start> <end>\\t<surface>`. Offsets count a leading byte-order mark as one
-character, as MEDDOCAN's do, so the text is decoded with plain utf-8, never utf-8-sig.
+Each document is NAME.txt (UTF-8) with NAME.ann, whose text-bound lines are
+`T<n>\\t<LABEL> <start> <end>[;<start> <end>...]\\t<surface>`. Offsets count a leading byte-order
+mark as one character, as MEDDOCAN's do, so the text is decoded with plain utf-8, never utf-8-sig.
+
+The rest of standoff is read and set aside, since a de-identification corpus needs only its
+spans: annotator notes (`#`, what the brat editor writes for a comment), attributes (`A`, `M`),
+relations (`R`), events (`E`), normalizations (`N`) and equivalences (`*`), counted by kind in one
+warning per corpus. A discontinuous span (`0 5;7 10`) becomes one span per fragment with the same
+label, so every PHI character stays tagged (`discontinuous="refuse"` refuses it instead).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from sdeid.schema import Note, NoteError, Span, validate_note
 
-_SPAN_LINE = re.compile(r"^(T\d+)\t(\S+) (\d+) (\d+)\t(.*)$")
+_SPAN_LINE = re.compile(r"^(T\d+)\t(\S+) (\d+ \d+(?:;\d+ \d+)*)\t(.*)$")
+# Standoff lines that carry no text-bound span, by their first character.
+SET_ASIDE = {
+    "#": "annotator notes",
+    "A": "attributes",
+    "M": "attributes",
+    "R": "relations",
+    "E": "events",
+    "N": "normalizations",
+    "*": "equivalences",
+}
+log = logging.getLogger(__name__)
 
 
-def read_brat(folder, labels=None, allow_overlap: bool = False) -> list[Note]:
-    """Read every NAME.txt/NAME.ann pair in `folder`, sorted by name, and validate them."""
+def read_brat(
+    folder, labels=None, allow_overlap: bool = False, discontinuous: str = "split"
+) -> list[Note]:
+    """Read every NAME.txt/NAME.ann pair in `folder`, sorted by name, and validate them.
+
+    Labels outside `labels` are refused for the whole corpus at once, with their counts."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NoteError(f"{folder}: not a folder")
@@ -30,12 +53,29 @@ def read_brat(folder, labels=None, allow_overlap: bool = False) -> list[Note]:
     for stem in sorted(txts ^ anns):
         have, missing = (".txt", ".ann") if stem in txts else (".ann", ".txt")
         raise NoteError(f"{folder / (stem + have)}: has no matching {stem}{missing}")
-    return [
-        read_brat_document(folder / f"{stem}.txt", labels, allow_overlap) for stem in sorted(txts)
+    aside: Counter = Counter()
+    notes = [
+        read_brat_document(folder / f"{stem}.txt", None, allow_overlap, discontinuous, aside)
+        for stem in sorted(txts)
     ]
+    if aside:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(aside.items()))
+        log.warning(f"{folder}: set aside standoff lines with no text-bound span: {kinds}")
+    if labels is not None:
+        unknown = Counter(s.label for n in notes for s in n.spans if s.label not in labels)
+        if unknown:
+            listed = ", ".join(f"{label} ({n})" for label, n in unknown.most_common())
+            raise NoteError(
+                f"{folder}: labels the label set does not know: {listed}; map them to known "
+                "labels or to drop with a label map"
+            )
+    return notes
 
 
-def read_brat_document(txt_path, labels=None, allow_overlap: bool = False) -> Note:
+def read_brat_document(
+    txt_path, labels=None, allow_overlap: bool = False, discontinuous: str = "split", aside=None
+) -> Note:
+    """One document; lines with no text-bound span are counted into `aside` by kind."""
     txt_path = Path(txt_path)
     ann_path = txt_path.with_suffix(".ann")
     text = _read_utf8(txt_path)
@@ -47,26 +87,35 @@ def read_brat_document(txt_path, labels=None, allow_overlap: bool = False) -> No
         if not line.strip():
             continue
         where = f"{ann_path}:{lineno}"
+        if line[0] in SET_ASIDE and not line.startswith("T"):
+            if aside is not None:
+                aside[SET_ASIDE[line[0]]] += 1
+            continue
         m = _SPAN_LINE.match(line)
         if m is None:
             raise NoteError(
-                f"{where}: not a text-bound annotation line 'T<n><TAB><LABEL> <start> <end>"
-                f"<TAB><surface>' (discontinuous spans, relations, events, attributes and "
-                f"notes are not supported)"
+                f"{where}: not a standoff annotation line (a text-bound one reads 'T<n><TAB>"
+                f"<LABEL> <start> <end><TAB><surface>')"
             )
-        _, label, start, end, surface = m.groups()
-        start, end = int(start), int(end)
-        if not 0 <= start < end <= len(text):
+        _, label, offsets, surface = m.groups()
+        fragments = [tuple(map(int, f.split())) for f in offsets.split(";")]
+        if len(fragments) > 1 and discontinuous == "refuse":
             raise NoteError(
-                f"{where}: offsets [{start}, {end}) are not inside {txt_path.name} "
-                f"({len(text)} characters)"
+                f"{where}: discontinuous span {offsets} (discontinuous: split tags each fragment)"
             )
-        if text[start:end] != surface:
+        for start, end in fragments:
+            if not 0 <= start < end <= len(text):
+                raise NoteError(
+                    f"{where}: offsets [{start}, {end}) are not inside {txt_path.name} "
+                    f"({len(text)} characters)"
+                )
+        # BRAT writes a discontinuous span's surface as its fragments joined by a space.
+        if " ".join(text[a:b] for a, b in fragments) != surface:
             raise NoteError(
                 f"{where}: surface string ({len(surface)} characters) does not match the text "
-                f"at [{start}, {end}) of {txt_path.name}"
+                f"at {', '.join(f'[{a}, {b})' for a, b in fragments)} of {txt_path.name}"
             )
-        spans.append(Span(start, end, label))
+        spans.extend(Span(a, b, label) for a, b in fragments)
     note = Note(txt_path.stem, text, sorted(spans), source=str(txt_path.parent), annotator="gold")
     validate_note(note, labels, allow_overlap, where=str(ann_path))
     return note

@@ -63,14 +63,14 @@ BAD_INPUTS = [
     (
         "unknown annotation line",
         "toy-0-1.ann",
-        "T1\tTERRITORIO 41 49\tValencia\nR1\tRel Arg1:T1\n",
-        r"toy-0-1.ann:2: not a text-bound annotation line",
+        "T1\tTERRITORIO 41 49\tValencia\nX1\tsomething\n",
+        r"toy-0-1.ann:2: not a standoff annotation line",
     ),
     (
-        "discontinuous span",
+        "discontinuous span whose surface does not match",
         "toy-0-1.ann",
         "T1\tTERRITORIO 41 44;45 49\tVal cia\n",
-        r"toy-0-1.ann:1: not a text-bound annotation line",
+        r"toy-0-1.ann:1: surface string .* does not match the text at \[41, 44\), \[45, 49\)",
     ),
     (
         "start not before end",
@@ -82,7 +82,7 @@ BAD_INPUTS = [
         "unknown label",
         "toy-0-1.ann",
         "T1\tCIUDAD 41 49\tValencia\n",
-        r"toy-0-1.ann: unknown label 'CIUDAD' at \[41, 49\)",
+        r"toy: labels the label set does not know: CIUDAD \(1\); map them",
     ),
     (
         "overlapping spans",
@@ -140,3 +140,39 @@ def test_error_message_holds_no_note_text(toy_brat):
     with pytest.raises(NoteError) as err:
         read_brat(toy_brat)
     assert "Ana" not in str(err.value) and "García" not in str(err.value)
+
+
+def test_standoff_without_spans_is_set_aside_with_one_warning(toy_brat, caplog):
+    """What the brat editor writes beside spans (a comment, an attribute, a relation, ...)."""
+    extra = (
+        "T1\tTERRITORIO 41 49\tValencia\n#1\tAnnotatorNotes T1\tcheck this city\n"
+        "A1\tNegated T1\nM2\tConfidence T1 High\nR1\tRel Arg1:T1 Arg2:T1\n"
+        "E1\tEv:T1\nN1\tReference T1 Wikipedia:123\tValencia\n*\tEquiv T1 T1\n"
+    )
+    _corrupt(toy_brat, "toy-0-1.ann", extra)
+    with caplog.at_level("WARNING", logger="sdeid.brat"):
+        notes = read_brat(toy_brat, MEDDOCAN_LABELS)
+    (warning,) = caplog.messages
+    assert warning == (
+        f"{toy_brat}: set aside standoff lines with no text-bound span: 1 annotator notes, "
+        "2 attributes, 1 equivalences, 1 events, 1 normalizations, 1 relations"
+    )
+    assert [(s.start, s.end, s.label) for s in notes[1].spans] == [(41, 49, "TERRITORIO")]
+
+
+def test_discontinuous_span_is_split_into_fragments_or_refused(toy_brat):
+    _corrupt(toy_brat, "toy-0-1.ann", "T1\tTERRITORIO 41 44;45 49\tVal ncia\n")
+    notes = read_brat(toy_brat, MEDDOCAN_LABELS)
+    assert [(s.start, s.end, s.label) for s in notes[1].spans] == [
+        (41, 44, "TERRITORIO"),
+        (45, 49, "TERRITORIO"),
+    ]
+    with pytest.raises(NoteError, match=r"toy-0-1.ann:1: discontinuous span 41 44;45 49"):
+        read_brat(toy_brat, MEDDOCAN_LABELS, discontinuous="refuse")
+
+
+def test_unknown_labels_are_listed_with_counts_for_the_whole_corpus(toy_brat):
+    _corrupt(toy_brat, "toy-0-0.ann", "T1\tCIUDAD 98 104\tMadrid\n")
+    _corrupt(toy_brat, "toy-0-1.ann", "T1\tCIUDAD 41 49\tValencia\nT2\tDOCTOR 61 71\tPedro Ruiz\n")
+    with pytest.raises(NoteError, match=r"does not know: CIUDAD \(2\), DOCTOR \(1\);"):
+        read_brat(toy_brat, MEDDOCAN_LABELS)
