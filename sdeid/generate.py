@@ -143,7 +143,7 @@ def vllm_generate(
     rows: list[dict],
     max_model_len: int,
     adapter_dir=None,
-    log_dir=None,
+    log_dir="engine_logs",
 ):
     """Yield result rows as the Ray Data pipeline streams them, in plan order. Each row
     carries its own `max_tokens` (the room its prompt leaves in the context). Engine errors
@@ -178,7 +178,6 @@ def vllm_generate(
         top_p_args = dict(top_p=cfg.top_p)
     if adapter_dir is not None:
         import json
-        from pathlib import Path
 
         from sdeid.lm_arch import vllm_max_lora_rank
 
