@@ -4,9 +4,10 @@ Ray Train workers in bf16 with gradient checkpointing, killed (-9) after a check
 exported in the base model's own dtype, and served by vLLM: the merged model always, the LoRA
 adapter where vLLM's implementation takes adapters (refused with the reason where it does not).
 
-CI runs one ZeRO stage per architecture (the cells in CI_CELLS); SDEID_ARCH_MATRIX=full runs
-every architecture under ZeRO-2 and ZeRO-3. Each cell appends its row to the file named by
-SDEID_ARCH_LOG (JSON lines), from which the closing table is made.
+Every architecture runs under ZeRO-2 and ZeRO-3 (3 minutes a cell on 2 cores); CI runs the cell
+in CI_CELLS and the rest are marked slow (`.venv/bin/python -m pytest -m slow` runs them; Llama
+under ZeRO-2 is also in tests/test_adapt.py). Each cell appends its row to the file named by
+SDEID_ARCH_LOG (JSON lines), from which benchmarks/results/architectures.md is made.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from conftest import ROOT, toy_notes
 from faults.fault_log import kill_when, sdeid
 
 FAMILIES = ("llama", "bloom", "qwen2")
-CI_CELLS = {("bloom", 3), ("qwen2", 2)}  # Llama under ZeRO-2: tests/test_adapt.py
-FULL = os.environ.get("SDEID_ARCH_MATRIX") == "full"
-CELLS = [(f, z) for f in FAMILIES for z in (2, 3) if FULL or (f, z) in CI_CELLS]
+CI_CELLS = {("bloom", 3)}  # FLOR's architecture under the stage that used to hang
+CELLS = [
+    pytest.param(f, z, id=f"{f}-zero{z}", marks=() if (f, z) in CI_CELLS else pytest.mark.slow)
+    for f in FAMILIES
+    for z in (2, 3)
+]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +111,7 @@ def _log_row(row):
             f.write(json.dumps(row) + "\n")
 
 
-@pytest.mark.parametrize("family,zero_stage", CELLS, ids=[f"{f}-zero{z}" for f, z in CELLS])
+@pytest.mark.parametrize("family,zero_stage", CELLS)
 def test_adapt_resume_export_and_serve(family, zero_stage, corpus, bases, tmp_path):
     import torch
 

@@ -82,6 +82,7 @@ def _engine_cores():
     return [int(x.split()[0]) for x in out.splitlines() if "EngineCore" in x and "ps -eo" not in x]
 
 
+@pytest.mark.slow  # 2.5 min on 2 cores: two engine starts; `pytest -m slow` runs it
 def test_engine_that_dies_mid_run_fails_after_bounded_restarts(generator, tmp_path):
     _, base, prompts = generator
     out = tmp_path / "gen"
