@@ -191,8 +191,8 @@ def samples(n: int = 30, show: int = 3, max_new_tokens: int = 400):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from sdeid.corpus_io import read_corpus
     from sdeid.ner_predict import NerTagger
-    from sdeid.parquet_io import read_corpus
     from sdeid.prompt_plan import first_words
     from sdeid.schema import Note
 

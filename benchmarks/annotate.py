@@ -43,7 +43,7 @@ MAX_LENGTH, STRIDE = 256, 64  # the windows both sides use (sdeid's AnnotateConf
 
 
 def write_notes(n: int) -> Path:
-    from sdeid.parquet_io import read_corpus
+    from sdeid.corpus_io import read_corpus
     from sdeid.schema import Note
     from sdeid.shard_store import ShardStore
 

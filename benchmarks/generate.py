@@ -48,7 +48,7 @@ def _save(part, value):
 
 
 def _prompts(n):
-    from sdeid.parquet_io import read_corpus
+    from sdeid.corpus_io import read_corpus
     from sdeid.prompt_plan import first_words
 
     return [first_words(d.text, 3) for d in read_corpus(str(MEDDOCAN_DEV))[:n]]

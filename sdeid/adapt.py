@@ -176,9 +176,9 @@ def train_loop(cfg_dict: dict):
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     from transformers import AutoTokenizer
 
+    from sdeid.corpus_io import read_corpus
     from sdeid.lm_data import pack_blocks, tokenize_documents
     from sdeid.ner_train import sample_fraction
-    from sdeid.parquet_io import read_corpus
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

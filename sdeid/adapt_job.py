@@ -39,9 +39,9 @@ def adapt_plan(cfg: AdaptConfig, notes=None, model_config=None) -> dict:
     """The memory and schedule plan (sdeid.adapt_plan) of `cfg` on its corpus. `model_config`
     stands in for a base model that does not exist yet (a preset's config in a dry run)."""
     from sdeid.adapt_plan import count_tokens, plan_adapt
+    from sdeid.corpus_io import read_corpus
     from sdeid.lm_arch import model_shape
     from sdeid.ner_train import sample_fraction
-    from sdeid.parquet_io import read_corpus
 
     notes = sample_fraction(
         read_corpus(cfg.corpus) if notes is None else notes, cfg.data_fraction, cfg.seed
@@ -63,7 +63,7 @@ def refuse_bad_plan(plan: dict, where: str) -> None:
 
 
 def run_adapt(cfg: AdaptConfig, out_dir, ray_address: str | None = None) -> dict:
-    from sdeid.parquet_io import read_corpus
+    from sdeid.corpus_io import read_corpus
     from sdeid.ray_env import init_ray
 
     out_dir = Path(out_dir)

@@ -98,7 +98,7 @@ def find_sequences(texts: list[str], keys) -> list[list[tuple[tuple, int]]]:
 
 
 def reference_texts(paths) -> list[str]:
-    from sdeid.parquet_io import read_corpus
+    from sdeid.corpus_io import read_corpus
 
     texts = []
     for p in paths:
@@ -179,8 +179,9 @@ def run_audit(cfg: AuditConfig, out_dir) -> dict:
     import pyarrow.compute as pc
 
     from sdeid.config import config_to_dict
+    from sdeid.corpus_io import read_corpus
     from sdeid.manifest import fingerprint_path, write_manifest
-    from sdeid.parquet_io import read_corpus, table_to_notes
+    from sdeid.parquet_io import table_to_notes
     from sdeid.shard_store import ShardStore
 
     out_dir = Path(out_dir)

@@ -14,14 +14,13 @@ label, so every PHI character stays tagged (`discontinuous="refuse"` refuses it 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
+from sdeid.label_map import check_labels
 from sdeid.schema import Note, NoteError, Span, validate_note
+from sdeid.text_folder import check_file_name, check_writable, write_text_files
 
 _SPAN_LINE = re.compile(r"^(T\d+)\t(\S+) (\d+ \d+(?:;\d+ \d+)*)\t(.*)$")
 # Standoff lines that carry no text-bound span, by their first character.
@@ -62,13 +61,7 @@ def read_brat(
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(aside.items()))
         log.warning(f"{folder}: set aside standoff lines with no text-bound span: {kinds}")
     if labels is not None:
-        unknown = Counter(s.label for n in notes for s in n.spans if s.label not in labels)
-        if unknown:
-            listed = ", ".join(f"{label} ({n})" for label, n in unknown.most_common())
-            raise NoteError(
-                f"{folder}: labels the label set does not know: {listed}; map them to known "
-                "labels or to drop with a label map"
-            )
+        check_labels(notes, labels, str(folder))
     return notes
 
 
@@ -135,22 +128,16 @@ def _read_utf8(path: Path) -> str:
 
 
 def write_brat(notes, folder, overwrite: bool = False) -> Path:
-    """Write notes as NAME.txt/NAME.ann into `folder`, all or nothing.
-
-    Everything is validated and written into a temporary sibling folder first, then renamed
-    into place, so a failure leaves no half-written folder and never touches an existing one
-    unless `overwrite` is set.
-    """
-    folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise NoteError(f"{folder}: exists and is not empty (pass overwrite to replace it)")
+    """Write notes as NAME.txt/NAME.ann into `folder`, all or nothing (sdeid.text_folder):
+    a failure leaves no half-written folder and an existing one is replaced only with
+    `overwrite`."""
+    check_writable(folder, overwrite)
     seen = set()
     for note in notes:
         validate_note(note, allow_overlap=True)
         if note.doc_id in seen:
             raise NoteError(f"{note.doc_id}: duplicate doc_id")
-        if "/" in note.doc_id or note.doc_id.startswith("."):
-            raise NoteError(f"{note.doc_id}: doc_id is not a safe file name")
+        check_file_name(note.doc_id)
         for s in note.spans:
             if "\n" in note.text[s.start : s.end]:
                 raise NoteError(
@@ -158,23 +145,16 @@ def write_brat(notes, folder, overwrite: bool = False) -> Path:
                     "which BRAT's one-line surface field cannot hold"
                 )
         seen.add(note.doc_id)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
-        for note in notes:
-            # newline="" keeps \r\n and lone \r as they are, so offsets stay valid.
-            with open(tmp / f"{note.doc_id}.txt", "w", encoding="utf-8", newline="") as f:
-                f.write(note.text)
-            lines = [
+    return write_text_files(folder, _brat_files(notes), overwrite)
+
+
+def _brat_files(notes):
+    for note in notes:
+        yield f"{note.doc_id}.txt", note.text
+        yield (
+            f"{note.doc_id}.ann",
+            "".join(
                 f"T{i}\t{s.label} {s.start} {s.end}\t{note.text[s.start : s.end]}\n"
                 for i, s in enumerate(sorted(note.spans), start=1)
-            ]
-            with open(tmp / f"{note.doc_id}.ann", "w", encoding="utf-8", newline="") as f:
-                f.writelines(lines)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+            ),
+        )

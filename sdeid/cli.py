@@ -36,6 +36,49 @@ def _add_config_args(p):
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
 
 
+def _add_corpus_args(p):
+    """How a command reads its corpus: format, label map, discontinuous spans."""
+    from sdeid.corpus_io import FORMATS
+
+    p.add_argument(
+        "--from",
+        dest="from_format",
+        choices=FORMATS,
+        help="the corpus format (default: told from the path's contents)",
+    )
+    p.add_argument("--label-map", help="label map YAML: corpus labels -> run labels or drop")
+    p.add_argument(
+        "--discontinuous",
+        choices=["split", "refuse"],
+        default="split",
+        help="a discontinuous BRAT span: one span per fragment (default), or refuse",
+    )
+
+
+def _read(args, path, **kwargs):
+    from sdeid.corpus_io import read_corpus
+
+    return read_corpus(
+        path,
+        fmt=args.from_format,
+        label_map=args.label_map,
+        discontinuous=args.discontinuous,
+        **kwargs,
+    )
+
+
+def _add_format_arg(p):
+    from sdeid.corpus_io import FORMATS
+
+    p.add_argument(
+        "--format",
+        action="append",
+        default=[],
+        choices=[f for f in FORMATS if f != "parquet"],
+        help="also publish the corpus in this format, as corpus_FORMAT/ (repeatable)",
+    )
+
+
 def _ner_train(args):
     from sdeid.ner_job import run_ner_train
     from sdeid.ner_train import NerTrainConfig
@@ -58,9 +101,8 @@ def _ner_train(args):
 def _ner_evaluate(args):
     from sdeid.metrics import per_label_table
     from sdeid.ner_job import evaluate_model
-    from sdeid.parquet_io import read_corpus
 
-    gold = read_corpus(args.gold)
+    gold = _read(args, args.gold)
     scores, preds, docs_per_s = evaluate_model(args.model, gold)
     if args.predictions:
         from sdeid.brat import write_brat
@@ -77,19 +119,12 @@ def _ner_evaluate(args):
 
 
 def _ner_predict(args):
+    from sdeid.corpus_io import write_corpus
     from sdeid.ner_predict import NerTagger
-    from sdeid.parquet_io import read_corpus
 
-    notes = read_corpus(args.input, labels=None, allow_overlap=True)
+    notes = _read(args, args.input, allow_overlap=True)
     preds = NerTagger(args.model).tag(notes)
-    if args.format == "brat":
-        from sdeid.brat import write_brat
-
-        write_brat(preds, args.out, overwrite=args.overwrite)
-    else:
-        from sdeid.parquet_io import write_notes_parquet
-
-        write_notes_parquet(preds, args.out)
+    write_corpus(preds, args.out, args.format, overwrite=args.overwrite)
     print(f"tagged {len(preds)} notes, {sum(len(n.spans) for n in preds)} spans -> {args.out}")
     return 0
 
@@ -214,7 +249,7 @@ def _publish(args):
     from sdeid.release import publish
 
     cfg = load_pipeline_config(args.config, args.set)
-    release = publish(args.run, args.releases, gate_config(cfg, args.config), args.id)
+    release = publish(args.run, args.releases, gate_config(cfg, args.config), args.id, args.format)
     print(f"published {release}; {Path(args.releases) / 'latest'} -> {release.name}")
     return 0
 
@@ -223,7 +258,7 @@ def _refresh(args):
     from sdeid.pipeline import load_pipeline_config, refresh
 
     cfg = load_pipeline_config(args.config, args.set)
-    result = refresh(cfg, args.root, args.keep, args.address, args.config, args.id)
+    result = refresh(cfg, args.root, args.keep, args.address, args.config, args.id, args.format)
     _print_records(result["stages"])
     print(json.dumps({k: result[k] for k in ("run", "release", "pruned")}, indent=2))
     return 0
@@ -231,13 +266,12 @@ def _refresh(args):
 
 def _model_init(args):
     from sdeid.causal_lm_init import PRESETS, build_llama
-    from sdeid.parquet_io import read_corpus
 
     if args.preset not in PRESETS:
         from sdeid.config import ConfigError
 
         raise ConfigError(f"unknown preset {args.preset!r}; known: {sorted(PRESETS)}")
-    texts = [n.text for n in read_corpus(args.corpus)]
+    texts = [n.text for n in _read(args, args.corpus)]
     out = build_llama(args.out, texts, args.preset, args.seed)
     print(f"built {args.preset} Llama and tokenizer from {len(texts)} documents -> {out}")
     return 0
@@ -245,14 +279,25 @@ def _model_init(args):
 
 def _data_stats(args):
     from sdeid.corpus_stats import corpus_stats, format_stats
-    from sdeid.parquet_io import read_corpus
 
-    stats = corpus_stats(read_corpus(args.corpus, labels=None, allow_overlap=args.allow_overlap))
+    stats = corpus_stats(_read(args, args.corpus, allow_overlap=args.allow_overlap))
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
     return 0
 
 
+def _data_convert(args):
+    from sdeid.corpus_io import write_corpus
+
+    notes = _read(args, args.input, allow_overlap=args.allow_overlap)
+    out = write_corpus(notes, args.output, args.to, overwrite=args.overwrite)
+    spans = sum(len(n.spans) for n in notes)
+    print(f"converted {len(notes)} notes, {spans} spans -> {out} ({args.to})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from sdeid.corpus_io import FORMATS
+
     p = argparse.ArgumentParser(prog="sdeid", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -265,16 +310,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = ner.add_parser("evaluate", help="score a model on a gold corpus (strict and token F1)")
     e.add_argument("--model", required=True)
-    e.add_argument("--gold", required=True, help="BRAT folder or Parquet notes")
+    e.add_argument("--gold", required=True, help="gold corpus (any format sdeid reads)")
+    _add_corpus_args(e)
     e.add_argument("--predictions", help="also write the predictions as BRAT here")
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=_ner_evaluate)
 
-    pr = ner.add_parser("predict", help="tag a corpus; BRAT or Parquet out")
+    pr = ner.add_parser("predict", help="tag a corpus and write the tagged notes")
     pr.add_argument("--model", required=True)
-    pr.add_argument("--input", required=True, help="BRAT folder or Parquet notes")
+    pr.add_argument("--input", required=True, help="the notes (any format sdeid reads)")
     pr.add_argument("--out", required=True)
-    pr.add_argument("--format", choices=["brat", "parquet"], default="brat")
+    pr.add_argument("--format", choices=FORMATS, default="brat", help="output format")
+    _add_corpus_args(pr)
     pr.add_argument("--overwrite", action="store_true")
     pr.set_defaults(func=_ner_predict)
 
@@ -308,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--releases", required=True, help="the releases folder")
     pu.add_argument("--id", default=None, help="release id (default: UTC time)")
     pu.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_format_arg(pu)
     pu.set_defaults(func=_publish)
 
     rf = sub.add_parser(
@@ -321,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--id", default=None, help="run and release id (default: UTC time)")
     rf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     rf.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
+    _add_format_arg(rf)
     rf.set_defaults(func=_refresh)
 
     au = sub.add_parser(
@@ -343,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a BPE tokenizer and build a small Llama from a "
         "preset (the stand-in for a pretrained LLM on machines without one)",
     )
-    mi.add_argument("--corpus", required=True, help="BRAT folder or Parquet notes")
+    mi.add_argument("--corpus", required=True, help="the notes (any format sdeid reads)")
+    _add_corpus_args(mi)
     mi.add_argument("--preset", required=True, help="tiny, cpu-small or cpu")
     mi.add_argument("--out", required=True)
     mi.add_argument("--seed", type=int, default=0)
@@ -353,10 +403,22 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_command", required=True
     )
     s = data.add_parser("stats", help="documents, spans per label, characters")
-    s.add_argument("corpus", help="BRAT folder or Parquet notes")
+    s.add_argument("corpus", help="the corpus (any format sdeid reads)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--allow-overlap", action="store_true")
+    _add_corpus_args(s)
     s.set_defaults(func=_data_stats)
+
+    c = data.add_parser(
+        "convert", help="a corpus from one format to another (label map applied on the way)"
+    )
+    c.add_argument("input", help="the corpus (format told from its contents, or --from)")
+    c.add_argument("output", help="where to write it (a folder; a .parquet file for parquet)")
+    c.add_argument("--to", required=True, choices=FORMATS)
+    c.add_argument("--allow-overlap", action="store_true")
+    c.add_argument("--overwrite", action="store_true")
+    _add_corpus_args(c)
+    c.set_defaults(func=_data_convert)
     return p
 
 

@@ -22,6 +22,9 @@ class ConfigError(SdeidError):
 def _check_type(value, tp, where: str):
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
+        others = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is not None and len(others) == 1:  # X | None: say what X expected
+            return _check_type(value, others[0], where)
         errors = []
         for arg in typing.get_args(tp):
             try:

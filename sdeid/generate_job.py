@@ -72,7 +72,7 @@ def check_vllm_lora(model_config: dict, model_dir, lora_r: int) -> None:
 
 
 def plan_rows(cfg: GenerateConfig, tokenizer, max_model_len: int) -> list[dict]:
-    from sdeid.parquet_io import read_corpus
+    from sdeid.corpus_io import read_corpus
     from sdeid.prompt_plan import build_plan, prompts_from_corpus, prompts_from_file
 
     if cfg.prompts_from:

@@ -47,19 +47,17 @@ def evaluate_model(model_dir, gold_notes, max_length=256, stride=64):
 def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) -> dict:
     from sdeid.brat import write_brat
     from sdeid.metrics import per_label_table
-    from sdeid.ner_train import fit, resolve_model_dir
-    from sdeid.parquet_io import read_corpus
+    from sdeid.ner_train import fit, read_gold, resolve_model_dir, with_label_set
     from sdeid.ray_env import init_ray
 
     out_dir = Path(out_dir)
     # Ray workers do not share the driver's working directory: make local paths absolute.
-    cfg = dataclasses.replace(
-        cfg, **{k: absolute(getattr(cfg, k)) for k in ("train", "dev", "test", "base_model")}
-    )
+    paths = ("train", "dev", "test", "base_model", "label_map")
+    cfg = with_label_set(dataclasses.replace(cfg, **{k: absolute(getattr(cfg, k)) for k in paths}))
     # Fail on bad corpora here, before any worker starts.
     for path in (cfg.train, cfg.dev, cfg.test):
         if path:
-            read_corpus(path, cfg.labels)
+            read_gold(cfg, path)
     resolve_model_dir(cfg.base_model)
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be good
 
@@ -85,7 +83,7 @@ def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) 
         "worker_peak_rss_mb": max(m["peak_rss_mb"] for m in history),
     }
     if cfg.test:
-        gold = read_corpus(cfg.test, cfg.labels)
+        gold = read_gold(cfg, cfg.test)
         scores, preds, docs_per_s = evaluate_model(model_dir, gold, cfg.max_length, cfg.stride)
         write_brat(preds, out_dir / "test_predictions", overwrite=True)
         result.update(test=scores, inference_docs_per_s=docs_per_s)
@@ -100,6 +98,7 @@ def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) 
     inputs = {
         k: {"path": p, "sha256": fingerprint_path(p)}
         for k, p in (("train", cfg.train), ("dev", cfg.dev), ("test", cfg.test))
+        + (("label_map", cfg.label_map),)
         if p
     }
     inputs["base_model"] = {

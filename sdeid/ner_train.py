@@ -32,8 +32,13 @@ class NerTrainConfig:
     """Drop machine-annotated spans scored below this (gold spans carry no score and stay)."""
     test: str | None = None
     """Gold test corpus; when given, the best model is scored on it after training."""
-    labels: tuple[str, ...] = MEDDOCAN_LABELS
-    """PHI label set; spans with other labels are an error."""
+    labels: tuple[str, ...] | None = None
+    """PHI label set; spans with other labels are an error. None: the label map's labels, or
+    MEDDOCAN's 22 without a map."""
+    label_map: str | None = None
+    """A label map YAML (sdeid.label_map) applied to every corpus this reads."""
+    discontinuous: str = "split"
+    """A discontinuous BRAT span: split into one span per fragment, or refuse the corpus."""
     train_fraction: float = 1.0
     """Share of training documents used (a seeded sample), for the annotator-fraction ablation."""
     max_length: int = 256
@@ -74,6 +79,30 @@ class NerTrainConfig:
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.discontinuous not in ("split", "refuse"):
+            raise ValueError(f"discontinuous must be split or refuse, got {self.discontinuous!r}")
+
+
+def with_label_set(cfg: NerTrainConfig) -> NerTrainConfig:
+    """The config with its label set spelled out (from the label map, or MEDDOCAN's)."""
+    import dataclasses
+
+    if cfg.labels is not None:
+        return cfg
+    if cfg.label_map is None:
+        return dataclasses.replace(cfg, labels=MEDDOCAN_LABELS)
+    from sdeid.label_map import load_label_map
+
+    return dataclasses.replace(cfg, labels=load_label_map(cfg.label_map).labels)
+
+
+def read_gold(cfg: NerTrainConfig, path: str):
+    """A corpus as this config reads it: label map applied, labels checked."""
+    from sdeid.corpus_io import read_corpus
+
+    return read_corpus(
+        path, with_label_set(cfg).labels, label_map=cfg.label_map, discontinuous=cfg.discontinuous
+    )
 
 
 def resolve_model_dir(name: str) -> Path:
@@ -112,9 +141,7 @@ def load_train_dev(cfg: NerTrainConfig):
     import dataclasses
     import random
 
-    from sdeid.parquet_io import read_corpus
-
-    notes = read_corpus(cfg.train, cfg.labels)
+    notes = read_gold(cfg, cfg.train)
     if cfg.min_confidence > 0:
         notes = [
             dataclasses.replace(
@@ -124,9 +151,7 @@ def load_train_dev(cfg: NerTrainConfig):
             for n in notes
         ]
     if cfg.dev is not None:
-        return sample_fraction(notes, cfg.train_fraction, cfg.seed), read_corpus(
-            cfg.dev, cfg.labels
-        )
+        return sample_fraction(notes, cfg.train_fraction, cfg.seed), read_gold(cfg, cfg.dev)
     if len(notes) < 2:
         raise ValueError(f"{cfg.train}: {len(notes)} notes, too few to hold out a dev set")
     order = sorted(notes, key=lambda n: n.doc_id)
@@ -164,7 +189,7 @@ def train_loop(cfg_dict: dict):
     from sdeid.metrics import ner_scores
     from sdeid.ner_predict import NerTagger
 
-    cfg = NerTrainConfig(**cfg_dict)
+    cfg = with_label_set(NerTrainConfig(**cfg_dict))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if not cfg.use_gpu:

@@ -110,19 +110,3 @@ def notes_to_hf_dataset(notes):
     import datasets
 
     return datasets.Dataset(notes_to_table(notes))
-
-
-def read_corpus(path: str, labels=None, allow_overlap: bool = False) -> list[Note]:
-    """A BRAT folder or Parquet notes (file or folder of shards), whichever `path` holds."""
-    from pathlib import Path
-
-    p = Path(path)
-    if "://" not in path and p.is_dir() and not any(p.glob("*.parquet")):
-        from sdeid.brat import read_brat
-
-        return read_brat(p, labels, allow_overlap)
-    if (p / "_done").is_dir():  # a stage's shard folder: refuse damaged or unfinished shards
-        from sdeid.shard_store import ShardStore
-
-        ShardStore(p).verify_all()
-    return read_notes_parquet(path, labels, allow_overlap)

@@ -198,12 +198,8 @@ def plan(cfg: PipelineConfig, run_dir, where: str = "config", stages_dir=None) -
 
     gold_paths = {"train": cfg.train, "dev": cfg.dev, "test": cfg.test}
     annotator = _section(NerTrainConfig, cfg.annotator, gold_paths, f"{where}: annotator")
-    annotator = dataclasses.replace(annotator, base_model=_abs(annotator.base_model))
-    add(
-        "annotator",
-        annotator,
-        {**corpus, "base_model": _identity(annotator.base_model)},
-    )
+    annotator = _ner_paths(annotator)
+    add("annotator", annotator, {**corpus, **_ner_inputs(annotator)})
 
     adapt = _section(
         AdaptConfig,
@@ -273,13 +269,13 @@ def plan(cfg: PipelineConfig, run_dir, where: str = "config", stages_dir=None) -
         {"train": str(stages["audit"].folder / "shards"), "test": cfg.test},
         f"{where}: synthetic_ner",
     )
-    synthetic = dataclasses.replace(synthetic, base_model=_abs(synthetic.base_model))
+    synthetic = _ner_paths(synthetic)
     add(
         "synthetic_ner",
         synthetic,
         {
             "test": corpus["test"],
-            "base_model": _identity(synthetic.base_model),
+            **_ner_inputs(synthetic),
             **({"dev": _identity(synthetic.dev)} if synthetic.dev else {}),
         },
         (("train", "audit"),),
@@ -293,10 +289,22 @@ def plan(cfg: PipelineConfig, run_dir, where: str = "config", stages_dir=None) -
     return [stages[n] for n in STAGES if n in stages]
 
 
+def _ner_paths(cfg):
+    return dataclasses.replace(cfg, base_model=_abs(cfg.base_model), label_map=_abs(cfg.label_map))
+
+
+def _ner_inputs(cfg) -> dict:
+    """A NER stage's outside inputs besides the corpora: the base model and the label map."""
+    inputs = {"base_model": _identity(cfg.base_model)}
+    if cfg.label_map:
+        inputs["label_map"] = _identity(cfg.label_map)
+    return inputs
+
+
 def run_stage(stage: Stage, stages: dict[str, Stage], ray_address: str | None) -> None:
     if stage.name == "base_lm":
         from sdeid.causal_lm_init import build_llama
-        from sdeid.parquet_io import read_corpus
+        from sdeid.corpus_io import read_corpus
 
         texts = [n.text for n in read_corpus(stage.config["corpus"])]
         build_llama(stage.folder, texts, stage.config["preset"], stage.config["seed"])
@@ -465,7 +473,15 @@ def gate_config(cfg: PipelineConfig, where: str = "config"):
     return build_config(GateConfig, cfg.gate, f"{where}: gate")
 
 
-def refresh(cfg: PipelineConfig, root, keep: int, ray_address=None, where="config", run_id=None):
+def refresh(
+    cfg: PipelineConfig,
+    root,
+    keep: int,
+    ray_address=None,
+    where="config",
+    run_id=None,
+    formats=(),
+):
     """The scheduled entrypoint: a new dated run whose stages live in ROOT/stages (so what did
     not change is reused), then the gate, publish, and keep the newest `keep` releases."""
     from sdeid.release import prune, publish
@@ -477,6 +493,6 @@ def refresh(cfg: PipelineConfig, root, keep: int, ray_address=None, where="confi
     records = run_pipeline(
         cfg, run_dir, ray_address=ray_address, where=where, stages_dir=root / "stages"
     )
-    release = publish(run_dir, root / "releases", gate, run_id)
+    release = publish(run_dir, root / "releases", gate, run_id, formats)
     pruned = prune(root / "releases", keep)
     return {"run": str(run_dir), "release": str(release), "pruned": pruned, "stages": records}

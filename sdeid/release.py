@@ -2,6 +2,8 @@
 model trained on it is close enough to the gold one and the privacy audit passed.
 
     RELEASES/<release id>/corpus/     the audited, annotated synthetic notes (Parquet shards)
+    RELEASES/<release id>/corpus_hf/  the same notes in another format when asked for
+                                      (`--format hf`, or brat, i2b2, conll: corpus_<format>/)
     RELEASES/<release id>/report/     the run's report
     RELEASES/<release id>/release.json  the run, its stage keys, every gate check and its value
     RELEASES/latest -> <release id>     replaced atomically, only after the release is complete
@@ -95,8 +97,9 @@ def current(releases: Path) -> str | None:
     return os.readlink(link) if link.is_symlink() else None
 
 
-def publish(run_dir, releases, gate: GateConfig, release_id: str | None = None) -> Path:
-    """Gate the run in `run_dir`; when it passes, publish it and move `latest` to it."""
+def publish(run_dir, releases, gate: GateConfig, release_id: str | None = None, formats=()) -> Path:
+    """Gate the run in `run_dir`; when it passes, publish it and move `latest` to it. Each of
+    `formats` adds the corpus in that format beside the Parquet shards."""
     run_dir, releases = Path(run_dir), Path(releases)
     report_dir = (run_dir / "report").resolve()
     audit_dir = (run_dir / "audit").resolve()
@@ -120,6 +123,13 @@ def publish(run_dir, releases, gate: GateConfig, release_id: str | None = None) 
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(audit_dir / "shards", tmp / "corpus", copy_function=_link_or_copy)
     shutil.copytree(report_dir, tmp / "report", copy_function=_link_or_copy)
+    if formats:
+        from sdeid.corpus_io import read_corpus, write_corpus
+
+        notes = read_corpus(str(audit_dir / "shards"), allow_overlap=True, fmt="parquet")
+        for fmt in formats:
+            if fmt != "parquet":
+                write_corpus(notes, tmp / f"corpus_{fmt}", fmt)
     plan = (
         json.loads((run_dir / "plan.json").read_text()) if (run_dir / "plan.json").is_file() else {}
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sdeid.config import ConfigError, load_config
-from sdeid.ner_train import NerTrainConfig
+from sdeid.ner_train import NerTrainConfig, with_label_set
 
 BASE = "train: a\ndev: b\nbase_model: m\n"
 
@@ -19,7 +19,7 @@ def _load(tmp_path, text, overrides=()):
 def test_defaults_and_overrides(tmp_path):
     cfg = _load(tmp_path, BASE + "epochs: 2\n", ["learning_rate=3e-4", "test=t"])
     assert cfg.epochs == 2 and cfg.learning_rate == 3e-4 and cfg.test == "t"
-    assert cfg.labels[0] == "TERRITORIO"
+    assert cfg.labels is None and with_label_set(cfg).labels[0] == "TERRITORIO"
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import toy_notes
 
-from sdeid.parquet_io import (
-    notes_to_hf_dataset,
-    read_corpus,
-    read_notes_parquet,
-    write_notes_parquet,
-)
+from sdeid.corpus_io import read_corpus
+from sdeid.parquet_io import notes_to_hf_dataset, read_notes_parquet, write_notes_parquet
 from sdeid.schema import Note, NoteError, Span
 
 

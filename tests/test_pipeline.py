@@ -207,6 +207,23 @@ def test_dry_run_keys_follow_content_not_location(toy_corpus, tiny_bert, tmp_pat
     assert not (tmp_path / "a").exists()
 
 
+def test_a_label_map_reaches_both_ner_stages_and_their_keys(toy_corpus, tiny_bert, tmp_path):
+    sets = _overrides(toy_corpus, tiny_bert)[1::2]
+    label_map = tmp_path / "map.yaml"
+    label_map.write_text((ROOT / "configs/label_maps/meddocan-coarse.yaml").read_text())
+    with_map = [*sets, f"annotator.label_map={label_map}"]
+    plain = run_pipeline(load_pipeline_config(SMOKE, sets), tmp_path / "a", dry_run=True)
+    mapped = run_pipeline(load_pipeline_config(SMOKE, with_map), tmp_path / "a", dry_run=True)
+    changed = [x["stage"] for x, y in zip(plain, mapped, strict=True) if x["key"] != y["key"]]
+    assert changed == ["annotator", "annotate", "audit", "synthetic_ner", "report"]
+    for record in mapped:
+        if record["stage"] in ("annotator", "synthetic_ner"):
+            assert record["config"]["label_map"] == str(label_map)
+    label_map.write_text(label_map.read_text().replace("PAIS: LOCATION", "PAIS: drop"))
+    edited = run_pipeline(load_pipeline_config(SMOKE, with_map), tmp_path / "a", dry_run=True)
+    assert edited[1]["key"] != mapped[1]["key"]  # the key follows the map's content
+
+
 def test_synthetic_train_dev_holdout_and_confidence_threshold(tmp_path):
     from sdeid.parquet_io import write_notes_parquet
 

@@ -125,3 +125,16 @@ def test_publish_command_exit_codes(tmp_path):
     assert "gate failed" in weak.stderr and "latest stays a" in weak.stderr
     missing = cli(tmp_path / "nothing", "c")
     assert missing.returncode == 2 and "no finished run to publish" in missing.stderr
+
+
+def test_a_release_carries_the_corpus_in_the_formats_asked_for(tmp_path):
+    from sdeid.corpus_io import read_corpus
+
+    run = _fake_run(tmp_path / "run")
+    release = publish(run, tmp_path / "releases", GateConfig(), "2026-06", formats=("hf", "brat"))
+    shards = read_corpus(str(release / "corpus"))
+    for fmt in ("hf", "brat"):
+        notes = read_corpus(str(release / f"corpus_{fmt}"))
+        assert [(n.doc_id, n.text, n.spans) for n in notes] == [
+            (n.doc_id, n.text, n.spans) for n in shards
+        ]

@@ -53,6 +53,25 @@ def _drop_column(path):
     pq.write_table(pq.read_table(path).drop_columns(["text"]), path)
 
 
+I2B2 = (
+    '<?xml version="1.0" encoding="UTF-8" ?>\n<deIdi2b2>\n<TEXT><![CDATA[Visto el 3/5/2018.]]>'
+    '</TEXT>\n<TAGS>\n<DATE id="P0" start="9" end="17" text="3/5/2018" TYPE="DATE" comment="" />'
+    "\n</TAGS>\n</deIdi2b2>\n"
+)
+
+
+def _file(tmp, name, text):
+    (tmp / "corpus").mkdir()
+    (tmp / "corpus" / name).write_text(text, encoding="utf-8")
+    return ["data", "stats", tmp / "corpus"], None
+
+
+def _bad_label_map(ctx, tmp):
+    folder = write_brat(toy_notes(), tmp / "corpus")
+    (tmp / "map.yaml").write_text("labels: [DATE]\nmap:\n  FECHAS: DAY\n")
+    return ["data", "stats", folder, "--label-map", tmp / "map.yaml"], None
+
+
 def _config(tmp, command, cfg, extra=()):
     path = tmp / "cfg.yaml"
     path.write_text(cfg if isinstance(cfg, str) else json.dumps(cfg))
@@ -130,6 +149,16 @@ CASES = [
      lambda c, t: _parquet(t, lambda p: p.write_bytes(b"PAR1 not parquet")), "notes.parquet"),
     ("Parquet: the text column missing", "corpus",
      lambda c, t: _parquet(t, _drop_column), "text"),
+    ("i2b2 XML: a tag past the end of the text", "corpus",
+     lambda c, t: _file(t, "r1.xml", I2B2.replace('end="17"', 'end="900"')), "r1.xml: <DATE id=P0>"),
+    ("i2b2 XML: not well-formed", "corpus",
+     lambda c, t: _file(t, "r1.xml", I2B2.replace("</TAGS>", "</TAG>")), "r1.xml:6"),
+    ("CoNLL: a tag that is not BIO", "corpus",
+     lambda c, t: _file(t, "d.conll", "Ana\tB-NAME\nGil\tE-NAME\n"), "d.conll:2"),
+    ("corpus: a folder holding two formats", "corpus",
+     lambda c, t: _brat(t, lambda f: (f / "r1.xml").write_text(I2B2)), "use --from"),
+    ("label map: a label mapped outside its label set", "config", _bad_label_map,
+     "map: FECHAS: 'DAY' is not in labels"),
     ("config: unknown key", "config",
      lambda c, t: _config(t, ["ner", "train"], _ner_cfg(c, epoch=3)), "unknown key(s) ['epoch']"),
     ("config: wrong type", "config",
