@@ -100,6 +100,56 @@ def formats_table(repeats: int) -> list[dict]:
     return rows
 
 
+# The BRAT cases of issue 22, on one invented note (no private text in the results).
+BRAT_TEXT = "Paciente: Ana Gil. Vista en Madrid el 3/5/2018.\n"
+BRAT_SPANS = "T1\tNOMBRE_SUJETO_ASISTENCIA 10 17\tAna Gil\nT2\tTERRITORIO 28 34\tMadrid\n"
+BRAT_CASES = {
+    "an annotator note (`#1 AnnotatorNotes T1 ...`)": "#1\tAnnotatorNotes T1\tcheck this name\n",
+    "an attribute (`A1`)": "A1\tNegated T2\n",
+    "a relation (`R1`)": "R1\tLives Arg1:T1 Arg2:T2\n",
+    "a discontinuous span (`T3 FECHAS 38 39;40 41`)": "T3\tFECHAS 38 39;40 41\t3 5\n",
+    "a label the label set does not know (`T3 CIUDAD`)": "T3\tCIUDAD 0 8\tPaciente\n",
+}
+
+
+def brat_cases() -> list[dict]:
+    """What `sdeid data stats` (and, for labels, `sdeid data convert --label-map`) now says."""
+    rows = []
+    for i, (case, line) in enumerate(BRAT_CASES.items()):
+        folder = WORK / "brat-cases" / f"case{i}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        (folder / "note.txt").write_text(BRAT_TEXT, encoding="utf-8")
+        (folder / "note.ann").write_text(BRAT_SPANS + line, encoding="utf-8")
+        commands = [["data", "stats", f"case{i}"]]
+        if "discontinuous" in case:
+            commands.append(["data", "stats", f"case{i}", "--discontinuous", "refuse"])
+        if "label set" in case:
+            commands = [["data", "convert", f"case{i}", f"case{i}-out", "--to", "i2b2",
+                         "--label-map", "../../../" + COARSE]]  # fmt: skip
+        for args in commands:
+            run = subprocess.run(
+                [str(Path(sys.executable).parent / "sdeid"), *args],
+                cwd=folder.parent,
+                capture_output=True,
+                text=True,
+            )
+            said = [x for x in run.stderr.splitlines() if x.startswith("sdeid")]
+            # No warning or error: what the corpus reads as (the split span's two fragments).
+            lines = [" ".join(x.split()) for x in run.stdout.splitlines()[2:] if x.strip()]
+            said = said or [" / ".join(lines)]
+            rows.append(
+                {
+                    "case": case,
+                    "command": "sdeid " + " ".join(args),
+                    "exit": run.returncode,
+                    "says": said[-1],
+                }  # fmt: skip
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
 def _sdeid(*args):
     cmd = [str(Path(sys.executable).parent / "sdeid"), *map(str, args)]
     print("$", " ".join(cmd[1:]), flush=True)
@@ -140,9 +190,17 @@ def ner_pair(epochs: int) -> dict:
     return {"epochs": epochs, "figures": figures, "identical": a == b}
 
 
-def write_md(table, ner):
+def write_md(cases, table, ner):
     lines = [
         "# Corpus formats on MEDDOCAN (`benchmarks/formats.py`)",
+        "",
+        "## The BRAT cases of issue 22 (one invented note; paths relative to the case folders)",
+        "",
+        "| case | command | exit | says |",
+        "|---|---|---|---|",
+        *(f"| {c['case']} | `{c['command']}` | {c['exit']} | `{c['says']}` |" for c in cases),
+        "",
+        "## Read, write and round trip",
         "",
         "MEDDOCAN train (500 notes) written and read back in each format on a 2-core CPU "
         "machine (median seconds); `notes survive` compares the notes read back with the "
@@ -181,10 +239,12 @@ def write_md(table, ner):
 
 def main(epochs: int, repeats: int):
     WORK.mkdir(parents=True, exist_ok=True)
+    cases = brat_cases()
     table = formats_table(repeats)
     ner = ner_pair(epochs)
-    (RESULTS / "formats.json").write_text(json.dumps({"formats": table, "ner": ner}, indent=2))
-    write_md(table, ner)
+    result = {"brat_cases": cases, "formats": table, "ner": ner}
+    (RESULTS / "formats.json").write_text(json.dumps(result, indent=2))
+    write_md(cases, table, ner)
     print((RESULTS / "formats.md").read_text())
 
 

@@ -90,7 +90,8 @@ def run_ablation(cfg: AblateConfig, out_dir, ray_address=None, dry_run=False, wh
                 ratio_strict_f1=n["ratio_strict_f1"],
                 notes=n["notes"],
                 kept=n["lineage"]["audited_notes"]["kept"],
-                report=str(report / "report.md"),
+                # relative to the ablation's folder, which holds stages/
+                report=str((report / "report.md").relative_to(out_dir.resolve())),
             )
         rows.append(row)
     if not dry_run:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -427,6 +428,8 @@ def main(argv=None) -> int:
     from sdeid.release import GateFailed
 
     args = build_parser().parse_args(argv)
+    # sdeid's own warnings (a corpus line set aside, ...) reach the terminal, named.
+    logging.basicConfig(format="%(name)s: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         return args.func(args)
     except GateFailed as e:

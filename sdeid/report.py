@@ -58,37 +58,50 @@ def collect(folders: dict[str, Path]) -> dict:
     # How far adaptation got: with a time budget (max_minutes) the same config trains fewer steps
     # on a busier machine, and the generator, with everything after it, is weaker for it.
     adapted = (adapt.get("dev_by_epoch") or [{}])[-1]
+    # Folders are named from the stages folder's parent (the run, or refresh's root), so a
+    # report copied elsewhere names no path of the machine that made it.
+    root = Path(folders["adapt"]).resolve().parent.parent
+
+    def shown(path) -> str | None:
+        if path is None:
+            return None
+        try:
+            return str(Path(path).resolve().relative_to(root))
+        except ValueError:
+            return str(path)
+
+    base = adapt_base(folders["adapt"])
     lineage = {
-        "base_model": adapt_base(folders["adapt"]),
+        "base_model": {**base, "path": shown(base["path"])},
         "generator": {
-            "folder": str(folders["adapt"]),
+            "folder": shown(folders["adapt"]),
             "sha256": gen.get("inputs", {}).get("model", {}).get("sha256"),
             "steps": adapted.get("step"),
             "trained_s": adapt.get("trained_s"),
             "dev_perplexity": adapted.get("dev_perplexity"),
         },
         "synthetic_notes": {
-            "folder": str(folders["generate"]),
+            "folder": shown(folders["generate"]),
             "raw": counts.get("notes_raw"),
             "clean": counts.get("notes_clean"),
             "removed": counts.get("removed"),
         },
         "annotator": {
-            "folder": str(folders["annotator"]),
+            "folder": shown(folders["annotator"]),
             "sha256": ann.get("inputs", {}).get("model", {}).get("sha256"),
             "test_strict_f1": scores["gold"]["strict_f1"],
         },
         "annotated_notes": {
-            "folder": str(folders["annotate"]),
+            "folder": shown(folders["annotate"]),
             "notes": ann.get("counts", {}).get("notes"),
             "spans": ann.get("counts", {}).get("spans"),
         },
         "audited_notes": {
-            "folder": str(folders["audit"]),
+            "folder": shown(folders["audit"]),
             "kept": audit.get("after_filter", {}).get("notes"),
             "flagged": audit.get("before_filter", {}).get("notes_flagged"),
         },
-        "synthetic_ner": {"folder": str(folders["synthetic_ner"])},
+        "synthetic_ner": {"folder": shown(folders["synthetic_ner"])},
     }
     return {
         "scores": scores,
