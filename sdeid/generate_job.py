@@ -102,6 +102,7 @@ def plan_rows(cfg: GenerateConfig, tokenizer, max_model_len: int) -> list[dict]:
 def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -> dict:
     from transformers import AutoTokenizer
 
+    from sdeid.cleanup import clean_shards
     from sdeid.generate import hf_generate, vllm_generate
     from sdeid.shard_store import ShardStore
 
@@ -209,36 +210,3 @@ def _write_shard(store, index: int, rows: list[dict], fingerprint: str) -> None:
         for r in rows
     ]
     store.write(index, notes, {c: [r[c] for r in rows] for c in EXTRA_COLUMNS})
-
-
-def clean_shards(cfg: GenerateConfig, store, clean_dir: Path) -> dict:
-    """Filter every raw shard into clean/ with the same shard numbers."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from sdeid.dedup import clean_notes
-    from sdeid.shard_store import ShardStore
-
-    table = store.read_table()
-    kept, removed = clean_notes(
-        table["doc_id"].to_pylist(),
-        table["text"].to_pylist(),
-        cfg.min_chars,
-        cfg.max_chars,
-        cfg.near_dup_threshold,
-    )
-    keep = pa.array(kept)
-    out = ShardStore(clean_dir)
-    for index, marker in sorted(store.done().items()):
-        shard = store.read(index, marker)
-        mask = pc.is_in(shard["doc_id"], value_set=keep)
-        _write_table(out, index, shard.filter(mask))
-    return {"notes_raw": table.num_rows, "notes_clean": len(kept), "removed": removed}
-
-
-def _write_table(store, index: int, table) -> None:
-    from sdeid.parquet_io import table_to_notes
-
-    notes = table_to_notes(table, where=f"clean shard {index}", allow_overlap=True)
-    extra = {c: table[c].to_pylist() for c in EXTRA_COLUMNS if c in table.column_names}
-    store.write(index, notes, extra)
