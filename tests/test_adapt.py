@@ -61,6 +61,9 @@ def _sdeid(*args, **kw):
     )
 
 
+# Slow (160 s): tests/test_architectures.py's CI cell (BLOOM, LoRA, ZeRO-3, 2 workers, PEFT
+# reload, vLLM) covers the same path; this one keeps Llama under ZeRO-2 for `pytest -m slow`.
+@pytest.mark.slow
 def test_lora_zero2_two_workers_then_peft_and_vllm(lm_corpus, tmp_path):
     root, train, dev, base = lm_corpus
     out = tmp_path / "adapt"

@@ -5,8 +5,9 @@ exported in the base model's own dtype, and served by vLLM: the merged model alw
 adapter where vLLM's implementation takes adapters (refused with the reason where it does not).
 
 Every architecture runs under ZeRO-2 and ZeRO-3 (3 minutes a cell on 2 cores); CI runs the cell
-in CI_CELLS and the rest are marked slow (`.venv/bin/python -m pytest -m slow` runs them; Llama
-under ZeRO-2 is also in tests/test_adapt.py). Each cell appends its row to the file named by
+in CI_CELLS (it also reloads the adapter with PEFT against the merged model) and the rest are
+marked slow (`.venv/bin/python -m pytest -m slow` runs them, and tests/test_adapt.py's Llama
+under ZeRO-2). Each cell appends its row to the file named by
 SDEID_ARCH_LOG (JSON lines), from which benchmarks/results/architectures.md is made.
 """
 
@@ -143,6 +144,24 @@ def test_adapt_resume_export_and_serve(family, zero_stage, corpus, bases, tmp_pa
     base_dtype = read_model_config(base)["dtype"]
     merged_dtype = read_model_config(out / "merged")["dtype"]
     assert merged_dtype == base_dtype
+
+    # The adapter reloads with PEFT on the base model and matches the merged model.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.tensor([[1, 50, 60, 70, 80]])
+    with torch.no_grad():
+        adapted = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), out / "adapter"
+        )(input_ids=ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32)
+        plain = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        merged_logits, base_logits = merged(input_ids=ids).logits, plain(input_ids=ids).logits
+    # merged/ holds W + BA rounded to the base's dtype: much closer to the adapter than the
+    # base is, and the adapter did change the model.
+    to_merged = (adapted - merged_logits).abs().max().item()
+    to_base = (adapted - base_logits).abs().max().item()
+    assert to_base > 1e-4 and to_merged < to_base / 4, (to_merged, to_base)
 
     serves = vllm_serves_lora(read_model_config(base)["architectures"][0])
     (tmp_path / "serve.py").write_text(VLLM_SCRIPT)

@@ -6,11 +6,12 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, toy_notes
+from conftest import ROOT, run_ray, toy_notes, two_node_cluster
 
 from sdeid.ner_train import NerTrainConfig, load_train_dev
 from sdeid.pipeline import STAGES, load_pipeline_config, run_pipeline
@@ -48,14 +49,39 @@ def _actions(stdout: str) -> dict:
     return {r[0]: r[1] for r in rows if r and r[0] in STAGES}
 
 
-def test_smoke_run_report_reuse_and_rerun_from(toy_corpus, tiny_bert, tmp_path):
+def _submit_to_two_nodes(out, sets):
+    """`sdeid run` as a Ray job (jobs/run.py) on a two-node cluster; the job's output."""
+    entry = [sys.executable, "jobs/run.py", "--config", SMOKE, "--out", str(out), *sets]
+    with two_node_cluster() as (address, env):
+        # The head's job agent starts a little after the head; until then a submission is
+        # refused with "No available agent" and nothing is submitted, so retrying is safe.
+        deadline = time.time() + 180  # seconds, even on a loaded 2-core machine
+        while True:
+            job = run_ray(
+                "job", "submit", f"--address={address}", "--submission-id=smoke-2n", "--",
+                *entry, env=env, timeout=900,
+            )  # fmt: skip  # waits for the job and streams its logs
+            if "No available agent" not in job.stderr or time.time() > deadline:
+                break
+            time.sleep(3)
+    assert job.returncode == 0, (job.stdout + job.stderr)[-5000:]
+    assert "succeeded" in job.stdout.lower()
+    # The job's driver joined the two-node cluster instead of starting a Ray of its own.
+    assert "Connecting to existing Ray cluster" in job.stdout + job.stderr
+    return job
+
+
+def test_smoke_run_on_two_nodes_then_reuse_rerun_ablate_refresh(toy_corpus, tiny_bert, tmp_path):
+    """The whole method once, submitted as a Ray job to a two-node cluster; then, on the local
+    Ray, the same command reuses every stage, --from reruns a tail, an ablation reuses what it
+    can, and scheduled refreshes gate and publish."""
     out = tmp_path / "run"
     sets = _overrides(toy_corpus, tiny_bert)
-    first = _sdeid("run", "--config", SMOKE, "--out", str(out), *sets)
-    assert first.returncode == 0, first.stderr[-4000:]
-    assert _actions(first.stdout) == {s: "run" for s in STAGES}
+    first = _submit_to_two_nodes(out, sets)
+    plan = json.loads((out / "plan.json").read_text())
+    assert [s["action"] for s in plan["stages"]] == ["run"] * len(STAGES)
     # Without the embedded Ray's setup hook, Ray Train's cleaner logs this every second.
-    assert "Failed to query Ray Train Controller" not in first.stderr
+    assert "Failed to query Ray Train Controller" not in first.stdout + first.stderr
 
     for stage in STAGES:
         folder = (out / stage).resolve()
@@ -117,20 +143,22 @@ def test_smoke_run_report_reuse_and_rerun_from(toy_corpus, tiny_bert, tmp_path):
     assert plan["generate"]["folder"] != str((out / "generate").resolve())
     assert not Path(plan["generate"]["folder"]).exists()  # dry: nothing ran
 
-    # An ablation over the annotator's share of train, in the same run folder: the generator
-    # and its notes are reused, the 100 % point is reused whole.
+    # An ablation over the synthetic model's confidence threshold, in the same run folder:
+    # everything before the synthetic model is reused, the default point (0.0) is reused whole.
+    # (The paper's grids resolve in tests/test_configs.py; one point reruns the annotator.)
     grid = tmp_path / "grid.yaml"
     fixed = {k: [v] for k, v in (x.split("=", 1) for x in sets[1::2])}
-    fixed["annotator.train_fraction"] = [0.5, 1.0]
+    fixed["synthetic_ner.min_confidence"] = [0.5, 0.0]
     grid.write_text(json.dumps({"base": SMOKE, "grid": fixed}))
     ablate = _sdeid("ablate", "--config", str(grid), "--out", str(out))
     assert ablate.returncode == 0, ablate.stderr[-4000:]
     rows = json.loads((out / "ablation.json").read_text())
-    assert [r["point"]["annotator.train_fraction"] for r in rows] == [0.5, 1.0]
-    assert rows[0]["actions"]["generate"] == "reuse" and rows[0]["actions"]["annotator"] == "run"
+    assert [r["point"]["synthetic_ner.min_confidence"] for r in rows] == [0.5, 0.0]
+    assert [s for s in STAGES if rows[0]["actions"][s] == "run"] == ["synthetic_ner", "report"]
     assert set(rows[1]["actions"].values()) == {"reuse"}
+    assert rows[0]["report"].startswith("stages/report-")  # named from the ablation folder
     assert "| 0.5 |" in (out / "ablation.md").read_text()
-    assert (out / "ablation_annotator_train_fraction.png").is_file()
+    assert (out / "ablation_synthetic_ner_min_confidence.png").is_file()
 
     # Scheduled refreshes sharing the run's stages: all reused. A gate the run cannot pass
     # (at least a million notes) refuses it by name and publishes nothing; with the toy
