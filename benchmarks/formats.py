@@ -205,7 +205,8 @@ def write_md(cases, table, ner):
         "MEDDOCAN train (500 notes) written and read back in each format on a 2-core CPU "
         "machine (median seconds); `notes survive` compares the notes read back with the "
         "originals (CoNLL: labels and surfaces, whitespace collapsed), `rewrite byte-identical` "
-        "writes what was read and compares the bytes.",
+        "writes what was read and compares the bytes (for hf, all files but `state.json`, which "
+        "names a fresh random fingerprint on every save).",
         "",
         "| format | write s | read s | notes survive | rewrite byte-identical | test |",
         "|---|---|---|---|---|---|",

@@ -35,20 +35,79 @@ def git_commit() -> str | None:
 
 def fingerprint_path(path) -> str:
     """sha256 over the relative names and bytes of every file under `path` (or of the file),
-    sdeid's bookkeeping files left out."""
+    sdeid's bookkeeping files left out.
+
+    Two shortcuts keep it cheap on large inputs, with the same answer: a shard folder's shards
+    are stood for by their `_done` markers, which hold each shard's sha256 (and readers check
+    it), so a million notes are not read again; and a fingerprint is cached by its files' paths,
+    sizes and modification times (in SDEID_FINGERPRINT_CACHE, by default
+    ~/.cache/sdeid/fingerprints.json), so a 13 GB base model is hashed once.
+    """
     path = Path(path)
+    files = _content_files(path)
+    stamp = hashlib.sha256(
+        json.dumps(
+            [str(path.resolve())]
+            + [[str(f), *_stat(f)] for f in files]
+        ).encode()
+    ).hexdigest()
+    cache = _load_cache()
+    if stamp in cache:
+        return cache[stamp]
     h = hashlib.sha256()
-    files = (
-        [path]
-        if path.is_file()
-        else sorted(p for p in path.rglob("*") if p.is_file() and p.name not in BOOKKEEPING)
-    )
     for f in files:
         h.update(str(f.relative_to(path) if f != path else f.name).encode())
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
+    _save_cache(stamp, h.hexdigest())
     return h.hexdigest()
+
+
+def _stat(f: Path) -> tuple:
+    st = f.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def _content_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name not in BOOKKEEPING)
+    # A shard folder: its markers, not its shards (the marker names the shard's sha256).
+    stores = {m.parent.parent for m in files if m.parent.name == "_done"}
+    return [
+        f
+        for f in files
+        if not (f.suffix == ".parquet" and f.parent in stores and f.name.startswith("shard-"))
+    ]
+
+
+def _cache_path() -> Path:
+    default = Path.home() / ".cache" / "sdeid" / "fingerprints.json"
+    return Path(os.environ.get("SDEID_FINGERPRINT_CACHE", default))
+
+
+def _load_cache() -> dict:
+    try:
+        return json.loads(_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_cache(stamp: str, digest: str) -> None:
+    """Add one entry; a cache that cannot be written only costs the next run a re-hash."""
+    path = _cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cache = _load_cache()
+        cache[stamp] = digest
+        if len(cache) > 10_000:  # oldest first (insertion order): a bounded file
+            cache = dict(list(cache.items())[-10_000:])
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def write_manifest(out_dir, stage: str, config: dict, inputs: dict, **fields) -> Path:

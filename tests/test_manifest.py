@@ -22,3 +22,32 @@ def test_fingerprint_follows_content_not_bookkeeping(tmp_path):
     (model / "weights.bin").write_bytes(b"\x00\x01")
     (model / "weights.bin").rename(model / "other.bin")
     assert fingerprint_path(model) != before  # names count, not only bytes
+
+
+def test_a_shard_folder_is_fingerprinted_by_its_markers_and_results_are_cached(
+    tmp_path, monkeypatch
+):
+    from conftest import toy_notes
+
+    from sdeid.shard_store import ShardStore
+
+    monkeypatch.setenv("SDEID_FINGERPRINT_CACHE", str(tmp_path / "cache.json"))
+    store = ShardStore(tmp_path / "shards")
+    store.write(0, toy_notes())
+    before = fingerprint_path(store.folder)
+    store.write(1, toy_notes())
+    assert fingerprint_path(store.folder) != before  # a new shard brings a new marker
+
+    # The shard's bytes are not read: its marker (with the shard's sha256) stands for it.
+    shard = store.folder / "shard-00000.parquet"
+    opened = []
+    real_open = open
+    monkeypatch.setattr(
+        "builtins.open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k)
+    )
+    monkeypatch.setenv("SDEID_FINGERPRINT_CACHE", str(tmp_path / "other-cache.json"))
+    fingerprint_path(store.folder)
+    assert str(shard) not in opened and any("_done" in f for f in opened)
+    opened.clear()
+    fingerprint_path(store.folder)  # unchanged files: answered from the cache
+    assert not [f for f in opened if "_done" in f]
