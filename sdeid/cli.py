@@ -227,7 +227,7 @@ def _audit(args):
     cfg = _resolved_config(AuditConfig, args)
     if cfg is None:
         return 0
-    result = run_audit(cfg, args.out)
+    result = run_audit(cfg, args.out, ray_address=args.address)
     before, after = result["before_filter"], result["after_filter"]
     print(
         json.dumps(

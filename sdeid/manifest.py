@@ -46,10 +46,7 @@ def fingerprint_path(path) -> str:
     path = Path(path)
     files = _content_files(path)
     stamp = hashlib.sha256(
-        json.dumps(
-            [str(path.resolve())]
-            + [[str(f), *_stat(f)] for f in files]
-        ).encode()
+        json.dumps([str(path.resolve())] + [[str(f), *_stat(f)] for f in files]).encode()
     ).hexdigest()
     cache = _load_cache()
     if stamp in cache:

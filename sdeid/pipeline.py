@@ -327,7 +327,7 @@ def run_stage(stage: Stage, stages: dict[str, Stage], ray_address: str | None) -
     elif stage.name == "audit":
         from sdeid.audit import run_audit
 
-        run_audit(stage.config, stage.folder)
+        run_audit(stage.config, stage.folder, ray_address)
     elif stage.name == "report":
         from sdeid.report import write_report
 

@@ -102,4 +102,24 @@ def test_audit_command_filters_flagged_notes_and_measures_again(audit_inputs, tm
         "shard-00001.parquet",
     ]
     assert "Ana García" not in run.stdout + run.stderr  # no private text in what it prints
-    assert "Ana García" not in (out / "audit_notes.json").read_text()
+    rows = [
+        r for f in sorted((out / "audit_notes").glob("*.json")) for r in json.loads(f.read_text())
+    ]
+    assert [r["doc_id"] for r in rows] == ["syn-0", "syn-1", "syn-2"]
+    assert [r["flagged"] for r in rows] == [True, False, False]
+    assert "Ana García" not in (out / "audit_notes" / "shard-00000.json").read_text()
+
+
+def test_audit_tasks_on_ray_give_the_figures_of_one_process(audit_inputs, tmp_path, local_ray):
+    from sdeid.audit import run_audit
+    from sdeid.corpus_io import read_corpus
+
+    syn, private, ref = audit_inputs
+    cfg = AuditConfig(synthetic=str(syn), private=str(private), reference=(str(ref),))
+    on_ray = run_audit(cfg, tmp_path / "out")  # Ray is up: one task per shard
+    notes, refs = read_corpus(str(private), allow_overlap=True), ["Madrid", "Valencia"]
+    ids, texts = zip(*SYNTHETIC, strict=True)
+    assert on_ray["before_filter"] == measure(cfg, list(ids), list(texts), notes, refs)[0]
+    kept = [(i, t) for i, t in SYNTHETIC if i != "syn-0"]  # the flagged note is left out
+    after = measure(cfg, [i for i, _ in kept], [t for _, t in kept], notes, refs)[0]
+    assert on_ray["after_filter"] == after

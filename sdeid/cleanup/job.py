@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from sdeid.tasks import task_runner
 
 # A note's plan order: its shard's index in the high bits, its row in the shard in the low.
 ROW_BITS = 32
@@ -25,7 +26,7 @@ def clean_shards(cfg, store, clean_dir: Path) -> dict:
     work.mkdir(parents=True)
     done = sorted(store.done().items())
     rules = (cfg.min_chars, cfg.max_chars, cfg.near_dup_threshold)
-    run = _runner()
+    run = task_runner()
 
     signed = run(_sign, [(store.folder, i, m, work, rules) for i, m in done])
     files = [f for f, _, _ in signed]
@@ -91,16 +92,3 @@ def _filter(folder, index: int, marker: dict, clean_dir: Path, rows: list[int]) 
     extra = {c: table[c].to_pylist() for c in EXTRA_COLUMNS if c in table.column_names}
     ShardStore(clean_dir).write(index, notes, extra)
     return table.num_rows
-
-
-def _runner():
-    """run(fn, [args, ...]) -> results in order: Ray tasks on Ray, else plain calls."""
-    ray = sys.modules.get("ray")  # not imported: this job does not run on Ray
-    if ray is None or not ray.is_initialized():
-        return lambda fn, calls: [fn(*args) for args in calls]
-
-    def run(fn, calls):
-        remote = ray.remote(num_cpus=1)(fn)
-        return ray.get([remote.remote(*args) for args in calls])
-
-    return run
