@@ -104,11 +104,11 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
         if buffers:
             raise RuntimeError(f"annotation returned incomplete shards {sorted(buffers)}")
     elapsed = time.time() - t0
-    table = dst.read_table(columns=["doc_id", "spans"])
-    n_spans = sum(len(s) for s in table["spans"].to_pylist())
-    if cfg.sample_brat:
-        sample = table_to_notes(dst.read_table().slice(0, cfg.sample_brat), allow_overlap=True)
-        write_brat(sample, out_dir / "sample_brat", overwrite=True)
+    n_notes, n_spans = _count(dst)
+    if cfg.sample_brat:  # from the first shard: a person looks at a few notes, not all
+        first, marker = min(dst.done().items())
+        sample = dst.read(first, marker).slice(0, cfg.sample_brat)
+        write_brat(table_to_notes(sample, allow_overlap=True), out_dir / "sample_brat", True)
     inputs = {
         "notes": {"path": str(src.folder)},
         "model": {"path": str(model_dir), "sha256": fingerprint_path(model_dir)},
@@ -118,7 +118,7 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
     if ner_manifest:
         inputs["ner_manifest"] = ner_manifest
     counts = {
-        "notes": table.num_rows,
+        "notes": n_notes,
         "spans": n_spans,
         "annotated_this_run": written,
         "notes_per_s": written / elapsed if written else None,
@@ -136,6 +136,18 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
         },
     )
     return counts
+
+
+def _count(store) -> tuple[int, int]:
+    """(notes, spans) over every shard, by Arrow compute on the spans column alone."""
+    import pyarrow.compute as pc
+
+    notes = spans = 0
+    for index, marker in sorted(store.done().items()):
+        column = store.read(index, marker, columns=["spans"])["spans"]
+        notes += len(column)
+        spans += pc.sum(pc.list_value_length(column)).as_py() or 0
+    return notes, spans
 
 
 def _input_blocks(store, todo: list[int], markers: dict, batch_size: int) -> list:

@@ -54,23 +54,31 @@ def phi_strings(private_notes, min_chars: int) -> dict[tuple, dict]:
     return out
 
 
-def find_sequences(texts: list[str], keys) -> list[list[tuple[tuple, int]]]:
-    """For each text, the (key, character offset) of every key found as a word sequence."""
+def by_length(keys) -> dict[int, set]:
+    """Word sequences grouped by their number of words, as find_sequences searches them."""
     by_len: dict[int, set] = {}
     for k in keys:
         by_len.setdefault(len(k), set()).add(k)
-    found = []
-    for text in texts:
-        matches = list(WORD.finditer(text))
-        words = [m.group() for m in matches]
-        hits = []
-        for n, wanted in by_len.items():
-            for i in range(len(words) - n + 1):
-                seq = tuple(words[i : i + n])
-                if seq in wanted:
-                    hits.append((seq, matches[i].start()))
-        found.append(hits)
-    return found
+    return by_len
+
+
+def find_sequences(texts: list[str], keys) -> list[list[tuple[tuple, int]]]:
+    """For each text, the (key, character offset) of every key found as a word sequence."""
+    by_len = by_length(keys)
+    return [find_grouped(text, by_len) for text in texts]
+
+
+def find_grouped(text: str, by_len: dict[int, set]) -> list[tuple[tuple, int]]:
+    """find_sequences for one text, with the keys already grouped by length."""
+    matches = list(WORD.finditer(text))
+    words = [m.group() for m in matches]
+    hits = []
+    for n, wanted in by_len.items():
+        for i in range(len(words) - n + 1):
+            seq = tuple(words[i : i + n])
+            if seq in wanted:
+                hits.append((seq, matches[i].start()))
+    return hits
 
 
 class PrivateIndex:
@@ -89,6 +97,7 @@ class PrivateIndex:
             for n in ngram_sizes
         }
         self.phi = phi_strings(private_notes, min_phi_chars)
+        self.phi_by_length = by_length(self.phi)  # once, not once per synthetic note
         generic = {k for hits in find_sequences(ref_texts, self.phi) for k, _ in hits}
         self.generic = {k: k in generic for k in self.phi}
         self.private_ids = [n.doc_id for n in private_notes]

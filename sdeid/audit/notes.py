@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from sdeid.audit.index import PrivateIndex, find_sequences
+from sdeid.audit.index import PrivateIndex, find_grouped
 from sdeid.audit.tally import Tally
 
 
 def audit_note(index: PrivateIndex, doc_id: str, text: str, cfg, cache: dict) -> dict:
     """The note's row (what audit_notes records: ids, offsets and labels, never text), plus
     what its tally needs: n-gram hits per n and the PHI strings found."""
-    (hits,) = find_sequences([text], index.phi)
+    hits = find_grouped(text, index.phi_by_length)
     leaks = [(k, off) for k, off in hits if not index.generic[k]]
     j, sim = index.nearest(text) if index.private_ids else (None, 0.0)
     counts = {n: index.ngram_hits(text, n, cache) for n in cfg.ngram_sizes}
