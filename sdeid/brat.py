@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sdeid.label_map import check_labels
 from sdeid.schema import Note, NoteError, Span, validate_note
-from sdeid.text_folder import check_file_name, check_writable, write_text_files
+from sdeid.text_folder import check_writable, checked_notes, write_text_files
 
 _SPAN_LINE = re.compile(r"^(T\d+)\t(\S+) (\d+ \d+(?:;\d+ \d+)*)\t(.*)$")
 # Standoff lines that carry no text-bound span, by their first character.
@@ -132,19 +132,14 @@ def write_brat(notes, folder, overwrite: bool = False) -> Path:
     a failure leaves no half-written folder and an existing one is replaced only with
     `overwrite`."""
     check_writable(folder, overwrite)
-    seen = set()
+    notes = list(checked_notes(notes))
     for note in notes:
-        validate_note(note, allow_overlap=True)
-        if note.doc_id in seen:
-            raise NoteError(f"{note.doc_id}: duplicate doc_id")
-        check_file_name(note.doc_id)
         for s in note.spans:
             if "\n" in note.text[s.start : s.end]:
                 raise NoteError(
                     f"{note.doc_id}: span [{s.start}, {s.end}) crosses a line break, "
                     "which BRAT's one-line surface field cannot hold"
                 )
-        seen.add(note.doc_id)
     return write_text_files(folder, _brat_files(notes), overwrite)
 
 

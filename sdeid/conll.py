@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from sdeid.schema import Note, NoteError, Span, validate_note
-from sdeid.text_folder import check_file_name, check_writable, write_text_files
+from sdeid.text_folder import check_writable, checked_notes, write_text_files
 
 DOCSTART = "-DOCSTART-"
 SUFFIXES = (".conll", ".iob", ".bio")
@@ -136,12 +136,5 @@ def write_conll(notes, folder, overwrite: bool = False) -> Path:
     """NAME.conll per note, all or nothing (sdeid.text_folder). Overlapping spans cannot be
     written (a token has one tag) and are refused."""
     check_writable(folder, overwrite)
-    files, seen = [], set()
-    for note in notes:
-        validate_note(note, where=note.doc_id)
-        check_file_name(note.doc_id)
-        if note.doc_id in seen:
-            raise NoteError(f"{note.doc_id}: duplicate doc_id")
-        seen.add(note.doc_id)
-        files.append((f"{note.doc_id}.conll", conll_lines(note)))
+    files = [(f"{n.doc_id}.conll", conll_lines(n)) for n in checked_notes(notes, False)]
     return write_text_files(folder, files, overwrite)

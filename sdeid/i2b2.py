@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 
 from sdeid.schema import Note, NoteError, Span, validate_note
-from sdeid.text_folder import check_file_name, check_writable, write_text_files
+from sdeid.text_folder import check_writable, checked_notes, write_text_files
 
 # The 2014 challenge's PHI types by category (Stubbs & Uzuner 2015).
 CATEGORIES = {
@@ -142,14 +142,7 @@ def i2b2_xml(note: Note) -> str:
 def write_i2b2(notes, folder, overwrite: bool = False) -> Path:
     """NAME.xml per note, all or nothing (sdeid.text_folder)."""
     check_writable(folder, overwrite)
-    files, seen = [], set()
-    for note in notes:
-        validate_note(note, allow_overlap=True)
-        check_file_name(note.doc_id)
-        if note.doc_id in seen:
-            raise NoteError(f"{note.doc_id}: duplicate doc_id")
-        seen.add(note.doc_id)
-        files.append((f"{note.doc_id}.xml", i2b2_xml(note)))
+    files = [(f"{n.doc_id}.xml", i2b2_xml(n)) for n in checked_notes(notes)]
     return write_text_files(folder, files, overwrite)
 
 

@@ -28,6 +28,21 @@ def check_file_name(doc_id: str) -> None:
         raise NoteError(f"{doc_id!r}: doc_id is not a safe file name")
 
 
+def checked_notes(notes, allow_overlap: bool = True):
+    """The notes, each checked as every one-file-per-document writer needs: valid spans, and a
+    doc_id that is a safe file name used once."""
+    from sdeid.schema import validate_note
+
+    seen = set()
+    for note in notes:
+        validate_note(note, allow_overlap=allow_overlap, where=note.doc_id)
+        check_file_name(note.doc_id)
+        if note.doc_id in seen:
+            raise NoteError(f"{note.doc_id}: duplicate doc_id")
+        seen.add(note.doc_id)
+        yield note
+
+
 def write_text_files(folder, files, overwrite: bool = False) -> Path:
     """`files` yields (file name, text); text is written as UTF-8 with newlines kept as given."""
     folder = check_writable(folder, overwrite)
