@@ -246,4 +246,4 @@ def test_bad_input_is_named(case, kind, build, expect, ctx, tmp_path, capsys):
         assert Path(out).exists() == existed, f"{out} was created by a refused command"
         assert _digest(out) == before, f"{out} changed"
     message = lines[0].removeprefix("sdeid: error: ").replace(str(tmp_path), "$TMP")
-    record(f"{kind}: {case.split(': ', 1)[1]}", 0, 0, f"exit 2 `{message}`")
+    record(case, 0, 0, f"exit 2 `{message}`")
