@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 
 
-def _shingles(text: str, n: int = 5):
+def shingles(text: str, n: int = 5) -> set[str]:
     words = text.split()
     return {" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))}
 
@@ -18,7 +18,7 @@ def minhash(text: str, num_perm: int = 64):
     from datasketch import MinHash
 
     m = MinHash(num_perm=num_perm, seed=1)
-    m.update_batch([s.encode() for s in _shingles(text)])
+    m.update_batch([s.encode() for s in shingles(text)])
     return m
 
 

@@ -11,6 +11,8 @@ import hashlib
 
 import numpy as np
 
+from sdeid.dedup import shingles
+
 NUM_PERM = 64
 # Status of a note under the length rules.
 OK, TOO_SHORT, TOO_LONG = 0, 1, 2
@@ -21,11 +23,6 @@ def bands_for(threshold: float, num_perm: int = NUM_PERM) -> tuple[int, int]:
     from datasketch.lsh import _optimal_param
 
     return _optimal_param(threshold, num_perm, 0.5, 0.5)
-
-
-def shingles(text: str, n: int = 5) -> set[str]:
-    words = text.split()
-    return {" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))}
 
 
 def exact_digest(text: str) -> int:
