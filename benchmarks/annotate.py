@@ -106,7 +106,7 @@ def sdeid_annotate(notes: Path, model: Path, dtype: str, actors: int, cores: int
         manifest["counts"]["notes_per_s"],
         manifest["counts"]["spans"],
         manifest["timings"]["ray_start_s"],
-        manifest["timings"]["first_batch_s"],
+        manifest["timings"]["first_shard_s"],
     )
 
 
@@ -246,7 +246,7 @@ def main(model: Path, n_notes: int, repeats: int, cores: int):
         "median_notes_per_s": med,
         "spans_found_last_repeat": spans,
         "sdeid_ray_start_s_median": statistics.median(ray_start),
-        "sdeid_first_batch_s": first,
+        "sdeid_first_shard_s": first,
         "baseline": baseline,
         "vs_baseline": {k: med[k] / med[baseline] for k in (*runs, ceiling)},
         "matmul_gflop_per_note": flops_per_note / 1e9,
@@ -290,9 +290,14 @@ def table(result: dict) -> str:
         + ", ".join(f"{k} {v:.0%}" for k, v in share.items())
         + ".",
     ]
-    lines += ["", "sdeid's start-up inside the timed run (actor start, model load, first batch):"]
-    for name, secs in result["sdeid_first_batch_s"].items():
-        lines.append(f"- {name}: first batch back after {statistics.median(secs):.1f} s (median)")
+    lines += [
+        "",
+        "sdeid's start-up inside the timed run (actor start, model load, first shard written):",
+    ]
+    for name, secs in result["sdeid_first_shard_s"].items():
+        lines.append(
+            f"- {name}: first shard written after {statistics.median(secs):.1f} s (median)"
+        )
     return "\n".join(lines) + "\n"
 
 

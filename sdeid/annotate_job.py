@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 from sdeid.annotate import AnnotateConfig
@@ -20,6 +21,7 @@ from sdeid.config import config_to_dict
 from sdeid.errors import RunFolderError
 from sdeid.manifest import MANIFEST, fingerprint_path, write_manifest
 from sdeid.ner_job import absolute
+from sdeid.schema import NoteError
 
 
 def resolve_inputs(cfg: AnnotateConfig):
@@ -58,6 +60,8 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
     from sdeid.parquet_io import table_to_notes
     from sdeid.ray_env import init_ray
     from sdeid.shard_store import ShardStore, shard_name
+    from sdeid.shard_writer import WRITER_CPUS, write_shards
+    from sdeid.tasks import sdeid_cause, task_runner
 
     cfg = dataclasses.replace(cfg, notes=absolute(cfg.notes), model=absolute(cfg.model))
     src, upstream, model_dir, ner_manifest = resolve_inputs(cfg)
@@ -66,43 +70,51 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
     markers, finished = src.done(), dst.done()  # each reads every marker: read them once
     expected = {i: m["rows"] for i, m in markers.items()}
     todo = [i for i in sorted(expected) if i not in finished]
-    blocks = _input_blocks(src, todo, markers, cfg.batch_size)  # refuses damaged shards
-    dst.folder.mkdir(parents=True, exist_ok=True)
-    dst.clear_temporaries()
+    t0, ray_start_s = time.time(), 0.0
+    if todo:
+        init_ray(ray_address)
+        # Rates count from the tagging: joining (or starting) Ray is paid once per job, not
+        # per note; the actors' start and model load are counted.
+        ray_start_s = time.time() - t0
+        # Every input shard's checksum, in tasks on the workers, before anything is written:
+        # a damaged shard is refused by name, not found after others were tagged.
+        task_runner(WRITER_CPUS)(_verify, [(src.folder, i, markers[i]) for i in todo])
+    dst.create()
     print(
         f"[annotate] {sum(expected.values())} notes in {len(expected)} shards; "
         f"{len(expected) - len(todo)} done, {len(todo)} to annotate",
         flush=True,
     )
     name = f"ner:{fingerprint_path(model_dir)[:16]}"
-    t0, written, ray_start_s = time.time(), 0, 0.0
-    first_batch_s = None  # actor start + model load + one batch: the run's start-up cost
+    t0, written = time.time(), 0
+    first_shard_s = None  # actor start + model load + the first shard tagged and written
     if todo:
-        init_ray(ray_address)
-        # Rates count from here: joining (or starting) Ray is paid once per job, not per note;
-        # the actors' start and model load are counted.
-        ray_start_s, t0 = time.time() - t0, time.time()
         n_notes = sum(expected[i] for i in todo)
-        ds = ray.data.from_arrow(blocks)
-        buffers: dict[int, list] = {}
-        for batch in annotate_dataset(ds, cfg, str(model_dir), name).iter_batches(
-            batch_format="pyarrow", batch_size=None
-        ):
-            first_batch_s = first_batch_s or time.time() - t0
-            for index, rows in _split_by_shard(batch).items():
-                buf = buffers.setdefault(index, [])
-                buf.append(rows)
-                if sum(t.num_rows for t in buf) == expected[index]:
-                    _write(dst, index, buffers.pop(index))
-                    written += expected[index]
-                    el = time.time() - t0
-                    print(
-                        f"[annotate] {shard_name(index)} done: {written}/{n_notes} notes, "
-                        f"{written / el:.1f} notes/s",
-                        flush=True,
-                    )
-        if buffers:
-            raise RuntimeError(f"annotation returned incomplete shards {sorted(buffers)}")
+        parts = _read_parts(todo, expected, cfg.annotators, cfg.batch_size)
+        ds = ray.data.from_items(parts, override_num_blocks=len(parts))
+        ds = ds.map_batches(
+            partial(_read_part, src.folder, {i: markers[i] for i in todo}),
+            batch_format="pyarrow",
+            batch_size=1,
+            num_cpus=WRITER_CPUS,
+        )
+        ds = annotate_dataset(ds, cfg, str(model_dir), name)
+        sizes = {i: expected[i] for i in todo}
+        try:
+            for s in write_shards(ds, dst.folder, sizes, _annotated_table, "_shard").iter_rows():
+                first_shard_s = first_shard_s or time.time() - t0
+                if s["error"]:
+                    raise NoteError(s["error"])
+                written += s["rows"]
+                print(
+                    f"[annotate] {shard_name(s['shard'])} done: {written}/{n_notes} notes, "
+                    f"{written / (time.time() - t0):.1f} notes/s",
+                    flush=True,
+                )
+        except ray.exceptions.RayError as e:
+            raise sdeid_cause(e) or e from None
+        if written != n_notes:
+            raise RuntimeError(f"annotation returned {written} of {n_notes} notes")
     elapsed = time.time() - t0
     n_notes, n_spans = _count(dst)
     if cfg.sample_brat:  # from the first shard: a person looks at a few notes, not all
@@ -131,7 +143,7 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
         counts=counts,
         timings={
             "ray_start_s": ray_start_s,
-            "first_batch_s": first_batch_s,
+            "first_shard_s": first_shard_s,
             "annotate_s": elapsed,
         },
     )
@@ -150,43 +162,44 @@ def _count(store) -> tuple[int, int]:
     return notes, spans
 
 
-def _input_blocks(store, todo: list[int], markers: dict, batch_size: int) -> list:
-    """The notes to tag as Arrow tables of one batch each, with a `_shard` column.
+def _read_parts(shards: list[int], rows: dict, annotators: int, batch_size: int) -> list:
+    """Read tasks: one per shard, or where there are fewer shards than annotators, each shard
+    in as many parts (of at least a batch) as keep every annotator busy."""
+    per_shard = -(-annotators // len(shards))
+    out = []
+    for index in shards:
+        parts = max(1, min(per_shard, rows[index] // batch_size))
+        out += [{"shard": index, "part": p, "parts": parts} for p in range(parts)]
+    return out
 
-    The driver reads the shards itself (once each: checksum and Parquet from the same bytes), while
-    Ray Data's Parquet reader starts a listing task, a pool of footer-reading actors and read
-    tasks, and then needs an all-to-all repartition into batch-sized blocks; on 2 cores that was
-    10 s before the first note was tagged. A block per batch gives each actor call a full batch
-    and spreads even a single shard over the whole pool. The notes sit in Ray's object store
-    until tagged (about 3 GB per million notes; Ray spills to disk beyond its store), as they
-    did behind the repartition.
-    """
+
+def _verify(folder, index: int, marker: dict) -> None:
+    from sdeid.shard_store import ShardStore
+
+    ShardStore(folder).read(index, marker, columns=[])
+
+
+def _read_part(folder, markers: dict, item):
+    """A read task, on a worker: one part of an input shard, its checksum verified, with a
+    `_shard` column that carries the shard's number to the writer."""
     import pyarrow as pa
 
-    blocks = []
-    for index in todo:
-        table = store.read(index, markers[index])
-        table = table.append_column("_shard", pa.array([index] * table.num_rows, pa.int64()))
-        blocks += [table.slice(s, batch_size) for s in range(0, table.num_rows, batch_size)]
-    return blocks
+    from sdeid.shard_store import ShardStore
+
+    index, part, parts = (item[c][0].as_py() for c in ("shard", "part", "parts"))
+    table = ShardStore(folder).read(index, markers[index])
+    size = -(-table.num_rows // parts)
+    table = table.slice(part * size, size)
+    return table.append_column("_shard", pa.array([index] * table.num_rows, pa.int64()))
 
 
-def _split_by_shard(batch) -> dict:
-    """Group a batch's rows by the input shard they came from."""
-    import pyarrow.compute as pc
-
-    return {
-        index: batch.filter(pc.equal(batch["_shard"], index)).drop_columns(["_shard"])
-        for index in sorted(set(batch["_shard"].to_pylist()))
-    }
-
-
-def _write(store, index: int, tables: list) -> None:
+def _annotated_table(index: int, table):
+    """A shard's tagged rows, in doc_id order and checked, as the table that is written."""
     import pyarrow as pa
 
-    from sdeid.parquet_io import table_to_notes
+    from sdeid.parquet_io import notes_to_table, table_to_notes
 
-    table = pa.concat_tables(tables)
+    table = table.drop_columns(["_shard"])
     table = table.take(pa.compute.sort_indices(table, [("doc_id", "ascending")]))
     notes = table_to_notes(table, where=f"annotated shard {index}", allow_overlap=False)
     extra = {
@@ -194,4 +207,4 @@ def _write(store, index: int, tables: list) -> None:
         for c in table.column_names
         if c not in ("doc_id", "text", "spans", "source", "annotator")
     }
-    store.write(index, notes, extra)
+    return notes_to_table(notes, extra)

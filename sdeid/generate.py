@@ -140,14 +140,22 @@ def engine_bundles(cfg: GenerateConfig) -> dict:
 def vllm_generate(
     cfg: GenerateConfig,
     model_dir: str,
-    rows: list[dict],
+    plan,
+    shards: list[int],
     max_model_len: int,
     adapter_dir=None,
     log_dir="engine_logs",
+    write=None,
 ):
-    """Yield result rows as the Ray Data pipeline streams them, in plan order. Each row
-    carries its own `max_tokens` (the room its prompt leaves in the context). Engine errors
-    are logged under `log_dir`; an engine that keeps dying fails with its own error."""
+    """Generate the notes of `shards` of `plan` (a prompt_plan.Plan) on Ray Data.
+
+    The pipeline starts from plan ranges, one per engine batch; workers compute the rows
+    (ids, seeds, prompts, each row's `max_tokens`) from the plan. `write` turns the dataset of
+    generated rows into the dataset that is iterated here (sdeid.shard_writer.write_shards:
+    shards written by a worker, a summary row each); without it the generated rows themselves
+    are yielded. Engine errors are logged under `log_dir`; an engine that keeps dying fails
+    with its own error."""
+    from functools import partial
     from pathlib import Path
 
     import ray
@@ -241,18 +249,27 @@ def vllm_generate(
     bound_restarts(processor, cfg.engine_max_restarts)
     # One block per engine batch: blocks cut at other sizes reach the engine as a full batch
     # plus a 1-2 row remainder, and each remainder costs a whole batch slot.
-    n_blocks = max(1, -(-len(rows) // cfg.batch_size))
-    ds = ray.data.from_items(rows, override_num_blocks=n_blocks)
+    pieces = plan.pieces(shards, cfg.batch_size)
+    ranges = [{"start": a, "stop": b} for a, b in pieces]
+    ds = ray.data.from_items(ranges, override_num_blocks=len(ranges))
+    ds = processor(ds.flat_map(partial(_plan_rows, plan), **light))
     try:
-        yield from processor(ds).iter_rows()
+        yield from (write(ds) if write else ds).iter_rows()
     except (ray.exceptions.RayError, RuntimeError) as e:
         raise engine_failure(Path(log_dir), cfg.engine_max_restarts, e) from e
 
 
-def hf_generate(
-    cfg: GenerateConfig, model_dir: str, rows: list[dict], max_model_len: int, adapter_dir=None
-):
-    """transformers `generate`, batched, in this process; seeds per batch (not per note)."""
+def _plan_rows(plan, piece: dict) -> list[dict]:
+    from dataclasses import asdict
+
+    return [asdict(r) for r in plan.rows(piece["start"], piece["stop"])]
+
+
+def hf_generate(cfg: GenerateConfig, model_dir: str, rows, max_model_len: int, adapter_dir=None):
+    """transformers `generate`, batched, in this process; seeds per batch (not per note).
+    `rows` is any iterable of plan rows; results come out in its order."""
+    from itertools import islice
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -265,8 +282,8 @@ def hf_generate(
 
         model = PeftModel.from_pretrained(model, adapter_dir).eval()
     model = model.to(device)
-    for b in range(0, len(rows), cfg.hf_batch_size):
-        batch = rows[b : b + cfg.hf_batch_size]
+    rows = iter(rows)
+    while batch := list(islice(rows, cfg.hf_batch_size)):
         enc = tok([r["prompt"] for r in batch], return_tensors="pt", padding=True).to(device)
         max_tokens = min(r["max_tokens"] for r in batch)
         torch.manual_seed(batch[0]["seed"])

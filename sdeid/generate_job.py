@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 from sdeid.adapt_job import check_causal_lm
@@ -23,17 +24,18 @@ from sdeid.generate import GenerateConfig
 from sdeid.lm_arch import context_length, read_model_config, vllm_max_lora_rank
 from sdeid.manifest import MANIFEST, fingerprint_path, write_manifest
 from sdeid.ner_job import absolute
-from sdeid.schema import Note
+from sdeid.schema import Note, NoteError, validate_note
 
-EXTRA_COLUMNS = (
-    "prompt_id",
-    "prompt",
-    "sample_index",
-    "seed",
-    "finish_reason",
-    "prompt_tokens",
-    "output_tokens",
-)
+# The plan's and the engine's columns kept beside each generated note, with their types.
+EXTRA_COLUMNS = {
+    "prompt_id": "string",
+    "prompt": "string",
+    "sample_index": "int64",
+    "seed": "int64",
+    "finish_reason": "string",
+    "prompt_tokens": "int64",
+    "output_tokens": "int64",
+}
 
 
 def resolve_generator(model: str, use_adapter: bool = False):
@@ -71,9 +73,10 @@ def check_vllm_lora(model_config: dict, model_dir, lora_r: int) -> None:
     vllm_max_lora_rank(lora_r)  # raises above the largest rank vLLM takes
 
 
-def plan_rows(cfg: GenerateConfig, tokenizer, max_model_len: int) -> list[dict]:
+def make_plan(cfg: GenerateConfig, tokenizer, max_model_len: int):
+    """The run's Plan: its prompts, and the tokens each prompt leaves its notes."""
     from sdeid.corpus_io import read_corpus
-    from sdeid.prompt_plan import build_plan, prompts_from_corpus, prompts_from_file
+    from sdeid.prompt_plan import Plan, prompts_from_corpus, prompts_from_file
 
     if cfg.prompts_from:
         prompts = prompts_from_corpus(read_corpus(cfg.prompts_from), cfg.prompt_words)
@@ -83,27 +86,21 @@ def plan_rows(cfg: GenerateConfig, tokenizer, max_model_len: int) -> list[dict]:
         prompts = [("uncond", "")]
     if cfg.num_prompts:
         prompts = prompts[: cfg.num_prompts]
-    rows = [
-        dataclasses.asdict(r)
-        for r in build_plan(prompts, cfg.samples_per_prompt, cfg.seed, cfg.notes_per_shard)
-    ]
-    lengths = {p: len(tokenizer(t)["input_ids"]) for p, t in prompts}
-    for r in rows:
-        room = max_model_len - lengths[r["prompt_id"]]
-        if room < 1:
+    lengths = [len(ids) for ids in tokenizer([t for _, t in prompts])["input_ids"]]
+    for (prompt_id, _), n in zip(prompts, lengths, strict=True):
+        if max_model_len - n < 1:
             raise SdeidError(
-                f"prompt {r['prompt_id']}: {lengths[r['prompt_id']]} tokens leave no "
-                f"room in the model's context of {max_model_len}"
+                f"prompt {prompt_id}: {n} tokens leave no room in the model's context of "
+                f"{max_model_len}"
             )
-        r["max_tokens"] = min(cfg.max_new_tokens, room)
-    return rows
+    room = tuple(min(cfg.max_new_tokens, max_model_len - n) for n in lengths)
+    return Plan(tuple(prompts), cfg.samples_per_prompt, cfg.seed, cfg.notes_per_shard, room)
 
 
 def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -> dict:
     from transformers import AutoTokenizer
 
     from sdeid.cleanup import clean_shards
-    from sdeid.generate import hf_generate, vllm_generate
     from sdeid.shard_store import ShardStore
 
     out_dir = Path(out_dir)
@@ -120,58 +117,70 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
         check_vllm_lora(model_config, model_dir, rank)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     max_model_len = context_length(model_config, cfg.max_model_len, f"generator {model_dir}")
-    rows = plan_rows(cfg, tokenizer, max_model_len)
+    plan = make_plan(cfg, tokenizer, max_model_len)
     store = ShardStore(out_dir / "shards")
-    store.folder.mkdir(parents=True, exist_ok=True)
-    store.clear_temporaries()
-    expected = {}
-    for r in rows:
-        expected[r["shard"]] = expected.get(r["shard"], 0) + 1
+    store.create()
     done = store.done()
     for index, marker in done.items():
-        if marker["rows"] != expected.get(index):
+        start, stop = plan.shard_range(index)
+        if marker["rows"] != max(0, stop - start):
             raise RunFolderError(
                 f"{store.folder}: shard {index} has {marker['rows']} rows but this "
-                f"plan puts {expected.get(index, 0)} there: the folder was made with "
+                f"plan puts {max(0, stop - start)} there: the folder was made with "
                 "another plan; use a new output folder"
             )
-    todo = [r for r in rows if r["shard"] not in done]
+    todo = [k for k in range(plan.shards) if k not in done]
+    n_todo = sum(stop - start for start, stop in map(plan.shard_range, todo))
     print(
-        f"[generate] {len(rows)} notes in {len(expected)} shards; {len(done)} shards done, "
-        f"{len(todo)} notes to generate",
+        f"[generate] {plan.notes} notes in {plan.shards} shards; {len(done)} shards done, "
+        f"{n_todo} notes to generate",
         flush=True,
     )
 
     t0 = time.time()
     tokens, written = 0, 0
     if todo:
+        fingerprint = fingerprint_path(adapter_dir or model_dir)[:16]
+        make_table = partial(generated_table, fingerprint=fingerprint)
         if cfg.backend == "vllm":
+            from sdeid.generate import vllm_generate
             from sdeid.ray_env import init_ray
+            from sdeid.shard_writer import write_shards
 
             init_ray(ray_address)
-            stream = vllm_generate(
-                cfg, str(model_dir), todo, max_model_len, adapter_dir, out_dir / "engine_logs"
+            sizes = {k: len(range(*plan.shard_range(k))) for k in todo}
+            summaries = vllm_generate(
+                cfg,
+                str(model_dir),
+                plan,
+                todo,
+                max_model_len,
+                adapter_dir,
+                out_dir / "engine_logs",
+                write=partial(
+                    write_shards, folder=store.folder, sizes=sizes, make_table=make_table
+                ),
             )
         else:
-            stream = hf_generate(cfg, str(model_dir), todo, max_model_len, adapter_dir)
-        fingerprint = fingerprint_path(adapter_dir or model_dir)[:16]
-        buffers: dict[int, list] = {}
-        for row in stream:
-            buf = buffers.setdefault(row["shard"], [])
-            buf.append(row)
-            tokens += row["output_tokens"]
-            if len(buf) == expected[row["shard"]]:
-                _write_shard(store, row["shard"], buffers.pop(row["shard"]), fingerprint)
-                written += len(buf)
-                el = time.time() - t0
-                eta = el / written * (len(todo) - written)
-                print(
-                    f"[generate] shard {row['shard']} done: {written}/{len(todo)} notes, "
-                    f"{tokens} tokens, {tokens / el:.0f} tokens/s, ETA {eta:.0f}s",
-                    flush=True,
-                )
-        if buffers:
-            raise RuntimeError(f"engine returned incomplete shards {sorted(buffers)}")
+            summaries = _hf_shards(
+                cfg, str(model_dir), plan, todo, max_model_len, adapter_dir, store, make_table
+            )
+        finished = set()
+        for s in summaries:
+            if s["error"]:
+                raise NoteError(s["error"])
+            finished.add(s["shard"])
+            written += s["rows"]
+            tokens += s["tokens"]
+            el = time.time() - t0
+            print(
+                f"[generate] shard {s['shard']} done: {written}/{n_todo} notes, "
+                f"{tokens} tokens, {tokens / el:.0f} tokens/s, "
+                f"ETA {el / written * (n_todo - written):.0f}s",
+                flush=True,
+            )
+        if finished != set(todo):
+            raise RuntimeError(f"engine returned incomplete shards {sorted(set(todo) - finished)}")
     gen_s = time.time() - t0
     clean = clean_shards(cfg, store, out_dir / "clean")
     inputs = {"model": {"path": str(model_dir), "sha256": fingerprint_path(model_dir)}}
@@ -185,7 +194,7 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
             "sha256": fingerprint_path(cfg.prompts_from),
         }
     summary = {
-        "notes_planned": len(rows),
+        "notes_planned": plan.notes,
         "notes_generated_this_run": written,
         "output_tokens_this_run": tokens,
         "generate_s": gen_s,
@@ -203,10 +212,38 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
     return summary
 
 
-def _write_shard(store, index: int, rows: list[dict], fingerprint: str) -> None:
-    rows.sort(key=lambda r: (r["prompt_id"], r["sample_index"]))
+def _hf_shards(cfg, model_dir, plan, shards, max_model_len, adapter_dir, store, make_table):
+    """The hf backend, in this process: generate the shards' rows in plan order and write each
+    shard when its last row is out; yields the same summaries as the Ray writer."""
+    import itertools
+
+    import pyarrow as pa
+
+    from sdeid.generate import hf_generate
+
+    rows = (dataclasses.asdict(r) for k in shards for r in plan.rows(*plan.shard_range(k)))
+    stream = hf_generate(cfg, model_dir, rows, max_model_len, adapter_dir)
+    for index, group in itertools.groupby(stream, key=lambda r: r["shard"]):
+        table = pa.Table.from_pylist(list(group))
+        store.write_table(index, make_table(index, table))
+        yield {
+            "shard": index,
+            "rows": table.num_rows,
+            "tokens": sum(table["output_tokens"].to_pylist()),
+            "error": "",
+        }
+
+
+def generated_table(index: int, rows, fingerprint: str):
+    """One shard of generated notes (no spans yet), in plan order, with the plan's columns."""
+
+    from sdeid.parquet_io import notes_to_table
+
+    rows = rows.sort_by([("prompt_id", "ascending"), ("sample_index", "ascending")])
     notes = [
-        Note(r["note_id"], r["text"], [], source=f"generator:{fingerprint}", annotator="")
-        for r in rows
+        Note(i, t, [], source=f"generator:{fingerprint}", annotator="")
+        for i, t in zip(rows["note_id"].to_pylist(), rows["text"].to_pylist(), strict=True)
     ]
-    store.write(index, notes, {c: [r[c] for r in rows] for c in EXTRA_COLUMNS})
+    for note in notes:
+        validate_note(note, allow_overlap=True)
+    return notes_to_table(notes, {c: rows[c].cast(t) for c, t in EXTRA_COLUMNS.items()})

@@ -19,7 +19,10 @@ def task_runner(num_cpus: float = 1):
 
     def run(fn, calls):
         remote = ray.remote(num_cpus=num_cpus)(fn)
-        return ray.get([remote.remote(*args) for args in calls])
+        try:
+            return ray.get([remote.remote(*args) for args in calls])
+        except ray.exceptions.RayTaskError as e:
+            raise sdeid_cause(e) or e from None
 
     return run
 
@@ -28,3 +31,18 @@ def shared(value):
     """A large read-only argument every task gets: put once into Ray's object store."""
     ray = sys.modules.get("ray")
     return ray.put(value) if ray is not None and ray.is_initialized() else value
+
+
+def sdeid_cause(error: BaseException):
+    """The SdeidError (a bad shard, a full disk) inside an error Ray raised for a task, or None:
+    its message is the one users should see, not Ray's wrapping of it."""
+    from sdeid.errors import SdeidError
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        inner = getattr(error, "cause", None)  # a Ray task error holds the original here
+        if inner is None and isinstance(error, SdeidError):
+            return error
+        error = inner or error.__cause__
+    return None

@@ -52,7 +52,7 @@ def test_actor_pool_tags_every_shard_and_resumes(annotator, tmp_path):
     )
     # The rate counts from the Ray Data run; joining Ray is timed beside it, not in it.
     t = manifest["timings"]
-    assert t["ray_start_s"] > 0 and 0 < t["first_batch_s"] <= t["annotate_s"]
+    assert t["ray_start_s"] > 0 and 0 < t["first_shard_s"] <= t["annotate_s"]
     assert manifest["counts"]["notes_per_s"] == pytest.approx(12 / t["annotate_s"])
 
     (out / "shards" / "shard-00001.parquet").unlink()  # as if the job died before shard 1

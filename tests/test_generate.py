@@ -13,7 +13,7 @@ from conftest import ROOT
 from sdeid.config import ConfigError, load_config
 from sdeid.dedup import clean_notes
 from sdeid.generate import GenerateConfig
-from sdeid.prompt_plan import build_plan, first_words, prompts_from_file
+from sdeid.prompt_plan import Plan, build_plan, first_words, prompts_from_file
 
 
 def _config(root, base, prompts, **over):
@@ -61,6 +61,22 @@ def test_plan_is_deterministic_and_sharded():
     assert first_words("\ufeffNombre:  Ana\nGarcía López", 3) == "Nombre: Ana García"
     with pytest.raises(ValueError, match="prompt id 'a' occurs more than once"):
         build_plan([("a", "x"), ("a", "y")], 1, 0, 10)
+
+
+def test_a_plan_computes_any_range_from_indices():
+    prompts = tuple((f"p{i}", f"Paciente {i}") for i in range(3))
+    plan = Plan(prompts, 3, run_seed=7, notes_per_shard=4)
+    every = build_plan(list(prompts), 3, run_seed=7, notes_per_shard=4)
+    assert (plan.notes, plan.shards, plan.shard_range(2)) == (9, 3, (8, 9))
+    assert plan.rows(3, 7) == every[3:7]
+    # Engine batches: consecutive shards cut as one range, a gap starts a new one.
+    assert plan.pieces([0, 1, 2], 3) == [(0, 3), (3, 6), (6, 9)]
+    assert plan.pieces([0, 2], 3) == [(0, 3), (3, 4), (8, 9)]
+    # Ten million notes are 125,000 prompts and four numbers; any row is computed on demand.
+    big = Plan(tuple((f"d{i}", "Paciente de") for i in range(125_000)), 80, 0, 1000)
+    assert (big.notes, big.shards) == (10_000_000, 10_000)
+    last = big.rows(9_999_999, 10_000_000)[0]
+    assert (last.note_id, last.shard) == ("d124999-s0079", 9999)
 
 
 def test_prompt_file_errors(tmp_path):

@@ -37,8 +37,7 @@ def run_audit(cfg: AuditConfig, out_dir, ray_address: str | None = None) -> dict
         private, reference_texts(cfg.reference), cfg.ngram_sizes, cfg.min_phi_chars, cfg.num_perm
     )
     dst = ShardStore(out_dir / "shards")
-    dst.folder.mkdir(parents=True, exist_ok=True)
-    dst.clear_temporaries()
+    dst.create()
     (out_dir / "audit_notes").mkdir(exist_ok=True)
     index_ref = shared(index)
     calls = [(src.folder, i, m, index_ref, cfg, out_dir) for i, m in sorted(src.done().items())]

@@ -71,7 +71,7 @@ def test_damaged_annotated_shard_is_refused_by_ner_training(tiny_bert, tmp_path)
 
 def test_shard_without_marker_is_refused_by_ner_training(tiny_bert, tmp_path):
     store = _annotated(tmp_path)
-    (store.done_dir / "shard-00002.json").unlink()  # as if the job died before the marker
+    (store.folder / "_done" / "shard-00002.json").unlink()  # as if the job died before the marker
     run = _ner_train(tmp_path, store.folder, tiny_bert)
     assert run.returncode == 2, run.stderr[-3000:]
     message = first_error_line(run.stderr)
