@@ -29,7 +29,17 @@ def main():
         env = dict(os.environ, SDEID_FAULT_LOG=str(log), SDEID_FAULT_SEED=str(args.seed))
         t0 = time.time()
         run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", "tests/faults"],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:warnings",
+                "-m",
+                "slow or not slow",
+                "tests/faults",
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,

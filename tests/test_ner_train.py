@@ -32,8 +32,15 @@ def toy_config(tmp_path, tiny_bert, **over) -> NerTrainConfig:
     return NerTrainConfig(**{**settings, **over})
 
 
-def test_two_worker_ray_train_learns_the_toy_corpus(tmp_path, tiny_bert, local_ray):
-    cfg = toy_config(tmp_path, tiny_bert, num_workers=2, cpus_per_worker=1)
+def test_two_bf16_workers_learn_the_toy_corpus_and_keep_float32_weights(
+    tmp_path, tiny_bert, local_ray
+):
+    """Two Ray Train workers (DDP over gloo) in bf16 mixed precision: the loss falls, dev
+    picks the best epoch, and the saved weights are float32."""
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    cfg = toy_config(tmp_path, tiny_bert, num_workers=2, cpus_per_worker=1, precision="bf16")
     result = run_ner_train(cfg, tmp_path / "out")
 
     losses = [m["train_loss"] for m in result["epochs"]]
@@ -49,18 +56,5 @@ def test_two_worker_ray_train_learns_the_toy_corpus(tmp_path, tiny_bert, local_r
     manifest = read_manifest(out)
     assert manifest["stage"] == "ner_train" and manifest["config"]["num_workers"] == 2
     assert len(manifest["inputs"]["train"]["sha256"]) == 64
-
-
-def test_bf16_mixed_precision_learns_and_keeps_float32_weights(tmp_path, tiny_bert, local_ray):
-    import torch
-    from transformers import AutoModelForTokenClassification
-
-    cfg = toy_config(tmp_path, tiny_bert, test=None, cpus_per_worker=1, precision="bf16")
-    result = run_ner_train(cfg, tmp_path / "out")
-
-    losses = [m["train_loss"] for m in result["epochs"]]
-    assert losses[-1] < 0.5 * losses[0]
-    assert max(m["dev_f1"] for m in result["epochs"]) > 0.5
-    saved = tmp_path / "out" / "model"
-    model = AutoModelForTokenClassification.from_pretrained(saved, dtype="auto")  # as stored
-    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    model = AutoModelForTokenClassification.from_pretrained(out / "model", dtype="auto")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # as stored

@@ -71,6 +71,38 @@ def _submit_to_two_nodes(out, sets):
     return job
 
 
+def _check_vllm_generate_stage(gen, tmp_path):
+    """The generate stage's shards (Ray Data + vLLM, written by the writer actor), its
+    manifest, and its own command rerun on a copy: every shard found done; another plan
+    refused. (One engine start serves both this and the whole-run checks.)"""
+    import shutil
+
+    shards = sorted(p.name for p in (gen / "shards").glob("*.parquet"))
+    assert shards == ["shard-00000.parquet", "shard-00001.parquet"]  # 6 notes, 4 per shard
+    rows = pq.read_table(gen / "shards").to_pylist()
+    assert all(r["text"].startswith(r["prompt"]) and r["output_tokens"] > 0 for r in rows)
+    # The text after the prompt is decoded (by the detokenize stage; vLLM does not decode):
+    # a note of one EOS token has none, most have some.
+    assert sum(len(r["text"]) > len(r["prompt"]) for r in rows) > len(rows) // 2
+    assert all(r["finish_reason"] in ("stop", "length") and r["prompt_tokens"] > 0 for r in rows)
+    assert {r["annotator"] for r in rows} == {""} and rows[0]["source"].startswith("generator:")
+    manifest = json.loads((gen / "_manifest.json").read_text())
+    assert manifest["counts"]["notes_raw"] == 6 and manifest["inputs"]["model"]["sha256"]
+    ids = sorted(r["doc_id"] for r in rows)
+    assert sorted(pq.read_table(gen / "clean")["doc_id"].to_pylist()) == ids  # min_chars 1
+
+    copy = tmp_path / "generate-copy"
+    shutil.copytree(gen, copy)
+    cfg = tmp_path / "gen.yaml"
+    cfg.write_text(json.dumps(manifest["config"]))
+    again = _sdeid("generate", "--config", str(cfg), "--out", str(copy))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 shards done, 0 notes to generate" in again.stdout
+    cfg.write_text(json.dumps({**manifest["config"], "samples_per_prompt": 3}))
+    clash = _sdeid("generate", "--config", str(cfg), "--out", str(copy))
+    assert clash.returncode == 2 and "made with another plan" in clash.stderr
+
+
 def test_smoke_run_on_two_nodes_then_reuse_rerun_ablate_refresh(toy_corpus, tiny_bert, tmp_path):
     """The whole method once, submitted as a Ray job to a two-node cluster; then, on the local
     Ray, the same command reuses every stage, --from reruns a tail, an ablation reuses what it
@@ -93,6 +125,7 @@ def test_smoke_run_on_two_nodes_then_reuse_rerun_ablate_refresh(toy_corpus, tiny
     assert syn["config"]["dev"] is None and "dev" not in syn["inputs"]
     n_annotated = pq.read_table(out / "annotate" / "shards").num_rows
     assert n_annotated == 6  # 3 prompts x 2 samples
+    _check_vllm_generate_stage(out / "generate", tmp_path)
 
     report = (out / "report" / "report.md").read_text()
     assert "| synthetic / gold |" in report and "## Lineage" in report
@@ -112,8 +145,8 @@ def test_smoke_run_on_two_nodes_then_reuse_rerun_ablate_refresh(toy_corpus, tiny
     assert again.returncode == 0, again.stderr[-4000:]
     assert _actions(again.stdout) == {s: "reuse" for s in STAGES}
 
-    old_annotate = (out / "annotate").resolve()
-    rerun = _sdeid("run", "--config", SMOKE, "--out", str(out), *sets, "--from", "annotate")
+    old_audit = (out / "audit").resolve()
+    rerun = _sdeid("run", "--config", SMOKE, "--out", str(out), *sets, "--from", "audit")
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     acts = _actions(rerun.stdout)
     assert [s for s in STAGES if acts[s] == "reuse"] == [
@@ -121,14 +154,14 @@ def test_smoke_run_on_two_nodes_then_reuse_rerun_ablate_refresh(toy_corpus, tiny
         "annotator",
         "adapt",
         "generate",
+        "annotate",
     ]
     assert [s for s in STAGES if acts[s] == "rerun"] == [
-        "annotate",
         "audit",
         "synthetic_ner",
         "report",
     ]
-    kept = list(old_annotate.parent.glob(f"{old_annotate.name}.prev-*"))
+    kept = list(old_audit.parent.glob(f"{old_audit.name}.prev-*"))
     assert len(kept) == 1 and (kept[0] / "shards").is_dir()  # the old output is kept
 
     # A changed generate setting plans new folders from generate on; upstream stays reused.

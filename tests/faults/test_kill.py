@@ -11,6 +11,7 @@ import json
 import re
 
 import pyarrow.parquet as pq
+import pytest
 from fault_log import (
     GENERATED_IDS,
     annotate_job,
@@ -59,28 +60,28 @@ def test_kill_generate_then_rerun(generator, tmp_path):
 
 
 def test_kill_annotate_then_rerun(annotator, tmp_path):
-    cfg, want = annotate_job(annotator, tmp_path, shards=24)
+    cfg, want = annotate_job(annotator, tmp_path, shards=12)
     out = tmp_path / "ann"
-    at = rng("annotate").randint(2, 14)  # of 24 shards
+    at = rng("annotate").randint(2, 7)  # of 12 shards
     kill_when(["annotate", "--config", cfg, "--out", out], lambda: _done(out / "shards") >= at)
     before = _done(out / "shards")
     run = sdeid("annotate", "--config", cfg, "--out", out)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert f"{before} done, {24 - before} to annotate" in run.stdout
+    assert f"{before} done, {12 - before} to annotate" in run.stdout
     ids = ShardStore(out / "shards").read_table(columns=["doc_id"])["doc_id"].to_pylist()
     lost, dup = lost_and_duplicated(ids, want)
     assert (lost, dup) == (0, 0) and sorted(ids) == want
     record(
-        f"kill -9 of annotate after {before}/24 shards, same command again",
+        f"kill -9 of annotate after {before}/12 shards, same command again",
         lost,
         dup,
-        f"rerun: `{before} done, {24 - before} to annotate`; 48/48 notes once",
+        f"rerun: `{before} done, {12 - before} to annotate`; 24/24 notes once",
     )
 
 
 def test_kill_ner_training_then_rerun(annotator, tiny_bert, tmp_path):
     cfg = json.loads((annotator / "ner.yaml").read_text())
-    cfg.update(epochs=6)
+    cfg.update(epochs=4)
     path = tmp_path / "ner.yaml"
     path.write_text(json.dumps(cfg))
     out = tmp_path / "ner"
@@ -98,15 +99,19 @@ def test_kill_ner_training_then_rerun(annotator, tiny_bert, tmp_path):
     resumed = re.search(r"\[ner\] resumed after epoch (\d+)", run.stdout + run.stderr)
     assert resumed, "the rerun did not resume"
     epochs = [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]]
-    assert epochs == [1, 2, 3, 4, 5, 6]  # every epoch once, those before the kill included
+    assert epochs == [1, 2, 3, 4]  # every epoch once, those before the kill included
     record(
         f"kill -9 of NER training {delay:.1f} s after epoch {at}'s checkpoint, same command again",
         "0 epochs",
         "0 epochs",
-        f"rerun: `[ner] resumed after epoch {resumed.group(1)}`; epochs 1-6 each once",
+        f"rerun: `[ner] resumed after epoch {resumed.group(1)}`; epochs 1-4 each once",
     )
 
 
+# In CI, adapt's kill -9 and resume is the BLOOM/ZeRO-3 cell of tests/test_architectures.py
+# (LoRA under DeepSpeed); this full-model DDP variant runs with `pytest -m slow` and in the
+# fault campaign (benchmarks/faults.py).
+@pytest.mark.slow
 def test_kill_adapt_then_rerun(lm_corpus, tmp_path):
     root, train, dev, base = lm_corpus
     cfg = tmp_path / "adapt.yaml"

@@ -1,0 +1,228 @@
+"""How the stages after generation scale with the number of notes, the cores and the nodes.
+
+    .venv/bin/python benchmarks/scale.py [--sizes 10000 100000] [--stages cleanup annotate audit]
+                                         [--cpus 2] [--repeats 1]
+
+The notes are scale notes (benchmarks/scale_notes.py): MEDDOCAN train sentences with fresh PHI
+values, not generated text; 1 % exact and 1 % near duplicates. Annotation uses a tiny tagger
+(a 2-layer, 32-wide BERT token classifier with random weights, so it tags little): it measures
+the stage's plumbing (reading, batching, writing, the driver), not the tagger, whose rate on
+MEDDOCAN is in benchmarks/results/annotate.md.
+
+Each stage runs in its own process, pinned to `--cpus` cores (taskset; Ray gets 2 logical CPUs
+per core, as `sdeid` does), exactly as the job calls it: `clean_shards` (generate's clean-up),
+`run_annotate`, `run_audit`. Ray is started before the clock; the time is the stage's own. A
+thread samples the resident memory of the driver and of every Ray worker process every 0.2 s;
+the table gives the driver's peak and the largest worker peak. Writes
+benchmarks/results/scale.{json,md} (merged with earlier runs by size, stage and cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "runs" / "bench-scale"
+RESULTS = ROOT / "benchmarks" / "results" / "scale.json"
+MEDDOCAN_TRAIN = ROOT.parent / "shared" / "data" / "meddocan" / "train"
+
+
+class MemoryWatch:
+    """Peak RSS of this process and of every Ray worker under it, sampled in a thread."""
+
+    def __init__(self, every: float = 0.2):
+        import psutil
+
+        self.me, self.every = psutil.Process(), every
+        self.driver, self.workers = 0, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import psutil
+
+        while not self._stop.is_set():
+            self.driver = max(self.driver, self.me.memory_info().rss)
+            for p in self.me.children(recursive=True):
+                try:
+                    if p.cmdline()[:1] and p.cmdline()[0].startswith("ray::"):
+                        rss = p.memory_info().rss
+                        self.workers[p.pid] = max(self.workers.get(p.pid, 0), rss)
+                except psutil.Error:
+                    pass
+            time.sleep(self.every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def tiny_tagger(folder: Path) -> Path:
+    """A random-weight BERT token classifier over MEDDOCAN's BIO labels, built from a config."""
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    from scale_notes import sentences
+    from transformers import BertConfig, BertForTokenClassification
+
+    from sdeid.bio import bio_label_names
+    from sdeid.schema import MEDDOCAN_LABELS
+    from sdeid.tiny_models import train_wordpiece_tokenizer
+
+    tok = train_wordpiece_tokenizer([s for s, _ in sentences()[:4000]], 1000)
+    names = bio_label_names(MEDDOCAN_LABELS)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+        architectures=["BertForTokenClassification"],
+    )
+    BertForTokenClassification(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def run_stage(stage: str, notes: Path, out: Path, cpus: int) -> dict:
+    """In this process (pinned by the caller): start Ray, then time one stage."""
+    import shutil
+
+    import ray
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    ray.init(num_cpus=2 * cpus, include_dashboard=False)
+    counts: dict = {}
+    with MemoryWatch() as mem:
+        t0 = time.time()
+        if stage == "cleanup":
+            from sdeid.cleanup import clean_shards
+            from sdeid.generate import GenerateConfig
+            from sdeid.shard_store import ShardStore
+
+            counts = clean_shards(GenerateConfig(model="-"), ShardStore(notes), out / "clean")
+        elif stage == "annotate":
+            from sdeid.annotate import AnnotateConfig
+            from sdeid.annotate_job import run_annotate
+
+            model = tiny_tagger(WORK / "tiny-tagger")
+            cfg = AnnotateConfig(
+                notes=str(notes),
+                model=str(model),
+                cpus_per_annotator=cpus,
+                max_length=128,
+                stride=32,
+                sample_brat=0,
+            )
+            counts = run_annotate(cfg, out)
+        elif stage == "audit":
+            from sdeid.audit.config import AuditConfig
+            from sdeid.audit.job import run_audit
+
+            run_audit(AuditConfig(synthetic=str(notes), private=str(MEDDOCAN_TRAIN)), out)
+            counts = json.loads((out / "_manifest.json").read_text())["counts"]
+        seconds = time.time() - t0
+    return {
+        "seconds": seconds,
+        "driver_peak_mb": mem.driver / 2**20,
+        "worker_peak_mb": max(mem.workers.values(), default=0) / 2**20,
+        "workers_seen": len(mem.workers),
+        "counts": counts,
+    }
+
+
+def measure(stage: str, n: int, cpus: int) -> dict:
+    from scale_notes import write_notes
+
+    notes = WORK / f"notes-{n}"
+    write_notes(notes, n)
+    cores = ",".join(str(c) for c in range(cpus))
+    cmd = ["taskset", "-c", cores, sys.executable, __file__, "_stage", stage, str(notes)]
+    cmd += [str(WORK / f"out-{stage}-{n}"), str(cpus)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT / "benchmarks")
+    if run.returncode != 0:
+        raise SystemExit(f"{stage} at {n} notes failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def render(results: list[dict]) -> str:
+    lines = [
+        "# Stages after generation at scale (`benchmarks/scale.py`)",
+        "",
+        "Scale notes (MEDDOCAN train sentences with fresh PHI values; not generated text), 1,000",
+        "per shard. Time per 1,000 notes is the stage's wall time (Ray started before the",
+        "clock) over the notes; peaks are resident memory sampled every 0.2 s. Annotation uses a",
+        "tiny random tagger, so it measures the stage's plumbing, not the model.",
+        "",
+        "| stage | notes | cores | runs | s per 1,000 notes (median) | driver peak MB | "
+        "largest worker peak MB | worker processes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(results, key=lambda r: (r["stage"], r["cpus"], r["notes"])):
+        per_k = statistics.median(r["seconds"]) / r["notes"] * 1000
+        lines.append(
+            f"| {r['stage']} | {r['notes']:,} | {r['cpus']} | {len(r['seconds'])} | {per_k:.2f} "
+            f"| {max(r['driver_peak_mb']):.0f} | {max(r['worker_peak_mb']):.0f} "
+            f"| {r['workers_seen']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    if sys.argv[1:2] == ["_stage"]:
+        stage, notes, out, cpus = sys.argv[2:6]
+        sys.path.insert(0, str(Path(__file__).parent))
+        print(json.dumps(run_stage(stage, Path(notes), Path(out), int(cpus))))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000])
+    ap.add_argument("--stages", nargs="+", default=["cleanup", "annotate", "audit"])
+    ap.add_argument("--cpus", type=int, nargs="+", default=[os.cpu_count() or 1])
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
+    results = {(r["stage"], r["notes"], r["cpus"]): r for r in old}
+    for n in args.sizes:
+        for cpus in args.cpus:
+            for stage in args.stages:
+                runs = [measure(stage, n, cpus) for _ in range(args.repeats)]
+                r = {
+                    "stage": stage,
+                    "notes": n,
+                    "cpus": cpus,
+                    "seconds": [x["seconds"] for x in runs],
+                    "driver_peak_mb": [x["driver_peak_mb"] for x in runs],
+                    "worker_peak_mb": [x["worker_peak_mb"] for x in runs],
+                    "workers_seen": runs[-1]["workers_seen"],
+                    "counts": runs[-1]["counts"],
+                }
+                results[(stage, n, cpus)] = r
+                print(
+                    f"{stage} {n} notes on {cpus} cores: {r['seconds']} s, driver "
+                    f"{max(r['driver_peak_mb']):.0f} MB, worker {max(r['worker_peak_mb']):.0f} MB",
+                    flush=True,
+                )
+                RESULTS.write_text(json.dumps(list(results.values()), indent=1))
+                RESULTS.with_suffix(".md").write_text(render(list(results.values())))
+
+
+if __name__ == "__main__":
+    main()
