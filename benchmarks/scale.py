@@ -156,11 +156,14 @@ def measure(stage: str, n: int, cpus: int) -> dict:
     write_notes(notes, n)
     cores = ",".join(str(c) for c in range(cpus))
     cmd = ["taskset", "-c", cores, sys.executable, __file__, "_stage", stage, str(notes)]
-    cmd += [str(WORK / f"out-{stage}-{n}"), str(cpus)]
+    result = WORK / f"result-{stage}-{n}-{cpus}.json"
+    cmd += [str(WORK / f"out-{stage}-{n}"), str(cpus), str(result)]
+    result.unlink(missing_ok=True)
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT / "benchmarks")
     if run.returncode != 0:
         raise SystemExit(f"{stage} at {n} notes failed:\n{run.stderr[-3000:]}")
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    # A file, not stdout: Ray streams the workers' logs to the stage's stdout, after any print.
+    return json.loads(result.read_text())
 
 
 def render(results: list[dict]) -> str:
@@ -188,9 +191,9 @@ def render(results: list[dict]) -> str:
 
 def main():
     if sys.argv[1:2] == ["_stage"]:
-        stage, notes, out, cpus = sys.argv[2:6]
+        stage, notes, out, cpus, result = sys.argv[2:7]
         sys.path.insert(0, str(Path(__file__).parent))
-        print(json.dumps(run_stage(stage, Path(notes), Path(out), int(cpus))))
+        Path(result).write_text(json.dumps(run_stage(stage, Path(notes), Path(out), int(cpus))))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000])
