@@ -61,7 +61,7 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
     from sdeid.ray_env import init_ray
     from sdeid.shard_store import ShardStore, shard_name
     from sdeid.shard_writer import WRITER_CPUS, write_shards
-    from sdeid.tasks import sdeid_cause, task_runner
+    from sdeid.tasks import task_runner
 
     cfg = dataclasses.replace(cfg, notes=absolute(cfg.notes), model=absolute(cfg.model))
     src, upstream, model_dir, ner_manifest = resolve_inputs(cfg)
@@ -100,19 +100,16 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
         )
         ds = annotate_dataset(ds, cfg, str(model_dir), name)
         sizes = {i: expected[i] for i in todo}
-        try:
-            for s in write_shards(ds, dst.folder, sizes, _annotated_table, "_shard").iter_rows():
-                first_shard_s = first_shard_s or time.time() - t0
-                if s["error"]:
-                    raise NoteError(s["error"])
-                written += s["rows"]
-                print(
-                    f"[annotate] {shard_name(s['shard'])} done: {written}/{n_notes} notes, "
-                    f"{written / (time.time() - t0):.1f} notes/s",
-                    flush=True,
-                )
-        except ray.exceptions.RayError as e:
-            raise sdeid_cause(e) or e from None
+        for s in write_shards(ds, dst.folder, sizes, _annotated_table, "_shard").iter_rows():
+            first_shard_s = first_shard_s or time.time() - t0
+            if s["error"]:
+                raise NoteError(s["error"])
+            written += s["rows"]
+            print(
+                f"[annotate] {shard_name(s['shard'])} done: {written}/{n_notes} notes, "
+                f"{written / (time.time() - t0):.1f} notes/s",
+                flush=True,
+            )
         if written != n_notes:
             raise RuntimeError(f"annotation returned {written} of {n_notes} notes")
     elapsed = time.time() - t0

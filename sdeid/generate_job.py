@@ -122,15 +122,14 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
     store.create()
     done = store.done()
     for index, marker in done.items():
-        start, stop = plan.shard_range(index)
-        if marker["rows"] != max(0, stop - start):
+        if marker["rows"] != plan.shard_size(index):
             raise RunFolderError(
                 f"{store.folder}: shard {index} has {marker['rows']} rows but this "
-                f"plan puts {max(0, stop - start)} there: the folder was made with "
+                f"plan puts {plan.shard_size(index)} there: the folder was made with "
                 "another plan; use a new output folder"
             )
     todo = [k for k in range(plan.shards) if k not in done]
-    n_todo = sum(stop - start for start, stop in map(plan.shard_range, todo))
+    n_todo = sum(map(plan.shard_size, todo))
     print(
         f"[generate] {plan.notes} notes in {plan.shards} shards; {len(done)} shards done, "
         f"{n_todo} notes to generate",
@@ -148,7 +147,7 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
             from sdeid.shard_writer import write_shards
 
             init_ray(ray_address)
-            sizes = {k: len(range(*plan.shard_range(k))) for k in todo}
+            sizes = {k: plan.shard_size(k) for k in todo}
             summaries = vllm_generate(
                 cfg,
                 str(model_dir),

@@ -69,6 +69,11 @@ class Plan:
     def shard_range(self, k: int) -> tuple[int, int]:
         return k * self.notes_per_shard, min((k + 1) * self.notes_per_shard, self.notes)
 
+    def shard_size(self, k: int) -> int:
+        """Rows in shard k (0 for a shard past the plan's end)."""
+        start, stop = self.shard_range(k)
+        return max(0, stop - start)
+
     def rows(self, start: int, stop: int) -> list[PromptRow]:
         out = []
         for i in range(start, stop):

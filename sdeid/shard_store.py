@@ -34,14 +34,6 @@ def is_uri(location) -> bool:
     return isinstance(location, str) and "://" in location
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class ShardStore:
     def __init__(self, folder):
         from pyarrow import fs
