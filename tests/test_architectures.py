@@ -21,7 +21,7 @@ import sys
 
 import pytest
 from conftest import ROOT, toy_notes
-from faults.fault_log import kill_when, sdeid
+from faults.fault_log import kill_when, registered_metric, sdeid
 
 FAMILIES = ("llama", "bloom", "qwen2")
 CI_CELLS = {("bloom", 3)}  # FLOR's architecture under the stage that used to hang
@@ -123,7 +123,10 @@ def test_adapt_resume_export_and_serve(family, zero_stage, corpus, bases, tmp_pa
     cfg = _adapt_config(tmp_path / "adapt.yaml", train, dev, base, family, zero_stage)
     out = tmp_path / "adapt"
     ckpts = out / "ray" / "adapt"
-    kill_when(["adapt", "--config", cfg, "--out", out], lambda: any(ckpts.glob("checkpoint_*")))
+    snapshot = ckpts / "checkpoint_manager_snapshot.json"
+    kill_when(
+        ["adapt", "--config", cfg, "--out", out], lambda: registered_metric(snapshot, "step") > 0
+    )
     run = sdeid("adapt", "--config", cfg, "--out", out)
     assert run.returncode == 0, run.stderr[-3000:]
     resumed = re.search(r"\[adapt\] resumed at optimizer step (\d+)", run.stdout + run.stderr)

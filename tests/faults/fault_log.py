@@ -66,6 +66,16 @@ def kill_when(args, ready, delay: float = 0.0, timeout: float = 300) -> None:
     assert ready(), "the job never reached the kill point"
 
 
+def registered_metric(snapshot, key):
+    """The `key` metric of the latest checkpoint Ray Train registered (its
+    checkpoint_manager_snapshot.json), or -1 before any. A checkpoint_* folder appears before
+    Ray Train registers it; a kill in between leaves nothing to resume from."""
+    try:
+        return json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"][key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
 def record(fault: str, lost, duplicated, message: str) -> None:
     path = os.environ.get("SDEID_FAULT_LOG")
     if not path:

@@ -19,6 +19,7 @@ from fault_log import (
     kill_when,
     lost_and_duplicated,
     record,
+    registered_metric,
     rng,
     sdeid,
 )
@@ -28,14 +29,6 @@ from sdeid.shard_store import ShardStore
 
 def _done(folder):
     return len(list(folder.glob("_done/*.json")))
-
-
-def _snapshot_value(path, key):
-    """The `key` metric of the latest checkpoint Ray Train registered, or -1 before any."""
-    try:
-        return json.loads(path.read_text())["latest_checkpoint_result"]["metrics"][key]
-    except (OSError, ValueError, KeyError, TypeError):
-        return -1
 
 
 def test_kill_generate_then_rerun(generator, tmp_path):
@@ -90,7 +83,7 @@ def test_kill_ner_training_then_rerun(annotator, tiny_bert, tmp_path):
     snapshot = out / "ray" / "ner" / "checkpoint_manager_snapshot.json"
     kill_when(
         ["ner", "train", "--config", path, "--out", out],
-        lambda: _snapshot_value(snapshot, "epoch") >= at,
+        lambda: registered_metric(snapshot, "epoch") >= at,
         delay=delay,
     )
     assert not (out / "model").exists() and not (out / "_manifest.json").exists()
@@ -141,10 +134,10 @@ def test_kill_adapt_then_rerun(lm_corpus, tmp_path):
     snapshot = out / "ray" / "adapt" / "checkpoint_manager_snapshot.json"
     kill_when(
         ["adapt", "--config", cfg, "--out", out],
-        lambda: _snapshot_value(snapshot, "step") >= at,
+        lambda: registered_metric(snapshot, "step") >= at,
         delay=delay,
     )
-    registered = _snapshot_value(snapshot, "step")
+    registered = registered_metric(snapshot, "step")
     saved = {
         json.loads(p.read_text())["step"]
         for p in out.glob("ray/adapt/checkpoint_*/train_state.json")
