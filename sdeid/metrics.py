@@ -15,7 +15,7 @@ from collections import Counter
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
-def _prf(tp: int, n_pred: int, n_gold: int) -> dict:
+def prf(tp: int, n_pred: int, n_gold: int) -> dict:
     p = tp / n_pred if n_pred else 0.0
     r = tp / n_gold if n_gold else 0.0
     f = 2 * p * r / (p + r) if p + r else 0.0
@@ -41,8 +41,8 @@ def strict_scores(gold_notes, pred_notes) -> dict:
             tp[lab] += 1
     labels = sorted(set(n_gold) | set(n_pred))
     return {
-        "micro": _prf(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values())),
-        "per_label": {lab: _prf(tp[lab], n_pred[lab], n_gold[lab]) for lab in labels},
+        "micro": prf(sum(tp.values()), sum(n_pred.values()), sum(n_gold.values())),
+        "per_label": {lab: prf(tp[lab], n_pred[lab], n_gold[lab]) for lab in labels},
     }
 
 
@@ -68,7 +68,7 @@ def token_scores(gold_notes, pred_notes) -> dict:
             n_gold += gl != "O"
             n_pred += pl != "O"
             tp += gl != "O" and gl == pl
-    return _prf(tp, n_pred, n_gold)
+    return prf(tp, n_pred, n_gold)
 
 
 def ner_scores(gold_notes, pred_notes) -> dict:

@@ -47,6 +47,7 @@ def evaluate_model(model_dir, gold_notes, max_length=256, stride=64):
 def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) -> dict:
     from sdeid.brat import write_brat
     from sdeid.metrics import per_label_table
+    from sdeid.ner_data import training_data
     from sdeid.ner_train import fit, read_gold, resolve_model_dir, with_label_set
     from sdeid.ray_env import init_ray
 
@@ -54,16 +55,22 @@ def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) 
     # Ray workers do not share the driver's working directory: make local paths absolute.
     paths = ("train", "dev", "test", "base_model", "label_map")
     cfg = with_label_set(dataclasses.replace(cfg, **{k: absolute(getattr(cfg, k)) for k in paths}))
-    # Fail on bad corpora here, before any worker starts.
-    for path in (cfg.train, cfg.dev, cfg.test):
-        if path:
-            read_gold(cfg, path)
     resolve_model_dir(cfg.base_model)
-    out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be good
-
+    if cfg.test:
+        read_gold(cfg, cfg.test)  # a gold corpus: small, read here to fail before training
     t0 = time.time()
     init_ray(ray_address)
-    best, history = fit(cfg, out_dir)
+    # Every note checked and tokenized before any worker starts (and before anything is
+    # written): a bad note is refused by name here.
+    data, counts = training_data(cfg)
+    prepare_s = time.time() - t0
+    print(
+        f"[ner] {counts['train_windows']} windows from {counts['train_notes']} training "
+        f"notes, {counts['dev_notes']} dev notes ({prepare_s:.1f}s)",
+        flush=True,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be good
+    best, history = fit(cfg, out_dir, data, counts["train_windows"])
     train_wall = time.time() - t0
     model_dir = out_dir / "model"
     tmp = out_dir / ".model.tmp"
@@ -79,6 +86,8 @@ def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) 
         "best_epoch": best_epoch["epoch"],
         "best_dev_f1": best_epoch["dev_f1"],
         "train_wall_s": train_wall,
+        "prepare_s": prepare_s,
+        **counts,
         "train_tokens_per_s": sum(m["train_tokens_per_s"] for m in history) / len(history),
         "worker_peak_rss_mb": max(m["peak_rss_mb"] for m in history),
     }

@@ -1,17 +1,20 @@
 """Train a token-classification NER model on notes with Ray Train, choosing the best epoch on dev.
 
-One straight-line loop runs in every Ray Train worker: CPU workers talk over gloo, GPU workers
-over NCCL, and `prepare_model` wraps the model in DDP when there is more than one. Each epoch
-rank 0 scores dev (strict entity F1) and reports a checkpoint holding the model and the
-optimizer state; Ray keeps the best one by dev F1 and the latest one, so a killed run resumes
-from its last finished epoch.
+The data arrive through Ray Data (sdeid.ner_data): windows tokenized once, before training,
+and split among the workers; dev cut into one share per worker. One short loop runs in every
+Ray Train worker (set-up, then per epoch: train, evaluate, checkpoint): CPU workers talk over
+gloo, GPU workers over NCCL, and `prepare_model` wraps the model in DDP when there is more than
+one. Each worker tags its share of dev and the counts are summed over workers; rank 0 reports a
+checkpoint holding the model and the optimizer state. Ray keeps the best one by dev F1 and the
+latest one, so a killed run resumes from its last finished epoch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdeid.schema import MEDDOCAN_LABELS
@@ -27,7 +30,8 @@ class NerTrainConfig:
     """Dev corpus, used to choose the best epoch. None: hold out `dev_holdout` of train instead
     (the synthetic NER model: no private note takes part in training or model selection)."""
     dev_holdout: float = 0.1
-    """Share of training documents held out as dev when `dev` is None (a seeded sample)."""
+    """Share of training documents held out as dev when `dev` is None: a note is dev when a
+    hash of its id and the seed falls below this (sdeid.ner_data.note_role)."""
     min_confidence: float = 0.0
     """Drop machine-annotated spans scored below this (gold spans carry no score and stay)."""
     test: str | None = None
@@ -40,7 +44,8 @@ class NerTrainConfig:
     discontinuous: str = "split"
     """A discontinuous BRAT span: split into one span per fragment, or refuse the corpus."""
     train_fraction: float = 1.0
-    """Share of training documents used (a seeded sample), for the annotator-fraction ablation."""
+    """Share of training documents used, for the annotator-fraction ablation: a note is used
+    when a hash of its id and the seed falls below this (so about this share, not exactly)."""
     max_length: int = 256
     """Subwords per window, with [CLS] and [SEP]."""
     stride: int = 64
@@ -59,6 +64,8 @@ class NerTrainConfig:
     """fp32, or bf16: mixed precision, the forward pass under torch.autocast in bfloat16 with
     weights, gradients and optimizer state in float32 (as `adapt`'s bf16 under DDP). Faster on
     GPUs and on CPUs with AVX512-BF16 (benchmarks/results/ner_precision.md)."""
+    shuffle_buffer: int = 4096
+    """Windows each worker shuffles among per epoch (Ray Data's local shuffle buffer)."""
     seed: int = 0
     log_every: int = 25
     """Print a progress line every this many optimizer steps."""
@@ -72,7 +79,7 @@ class NerTrainConfig:
             raise ValueError(f"min_confidence must be in [0, 1), got {self.min_confidence}")
         if self.max_length <= self.stride + 2:
             raise ValueError(f"max_length {self.max_length} must exceed stride + 2")
-        for name in ("epochs", "batch_size", "num_workers", "max_length"):
+        for name in ("epochs", "batch_size", "num_workers", "max_length", "shuffle_buffer"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.precision not in ("fp32", "bf16"):
@@ -85,8 +92,6 @@ class NerTrainConfig:
 
 def with_label_set(cfg: NerTrainConfig) -> NerTrainConfig:
     """The config with its label set spelled out (from the label map, or MEDDOCAN's)."""
-    import dataclasses
-
     if cfg.labels is not None:
         return cfg
     if cfg.label_map is None:
@@ -135,41 +140,37 @@ def sample_fraction(notes, fraction: float, seed: int):
     return sorted(random.Random(seed).sample(list(notes), k), key=lambda n: n.doc_id)
 
 
-def load_train_dev(cfg: NerTrainConfig):
-    """(train notes, dev notes): the configured fraction of train, spans below the confidence
-    threshold dropped; dev from its own corpus or held out of train."""
-    import dataclasses
-    import random
+@dataclass
+class _Run:
+    """What one worker holds between the phases of the loop."""
 
-    notes = read_gold(cfg, cfg.train)
-    if cfg.min_confidence > 0:
-        notes = [
-            dataclasses.replace(
-                n,
-                spans=[s for s in n.spans if s.score is None or s.score >= cfg.min_confidence],
-            )
-            for n in notes
-        ]
-    if cfg.dev is not None:
-        return sample_fraction(notes, cfg.train_fraction, cfg.seed), read_gold(cfg, cfg.dev)
-    if len(notes) < 2:
-        raise ValueError(f"{cfg.train}: {len(notes)} notes, too few to hold out a dev set")
-    order = sorted(notes, key=lambda n: n.doc_id)
-    random.Random(cfg.seed + 1).shuffle(order)
-    n_dev = max(1, round(len(order) * cfg.dev_holdout))
-    train = sorted(order[n_dev:], key=lambda n: n.doc_id)
-    return sample_fraction(train, cfg.train_fraction, cfg.seed), order[:n_dev]
+    rank: int
+    world: int
+    device: object
+    tokenizer: object
+    model: object
+    raw_model: object
+    optimizer: object
+    scheduler: object
+    steps_per_epoch: int
+    start_epoch: int = 0
+    best_f1: float = -1.0
+    history: list = field(default_factory=list)
 
 
-def train_loop(cfg_dict: dict):
-    """The per-worker loop. Reads the corpora itself so nothing large travels through Ray."""
-    import json
-    import os
-    import random
-    import resource
-    import tempfile
-    import time
+def train_loop(config: dict):
+    """The per-worker loop: each epoch trains on this worker's share of the windows, scores
+    this worker's share of dev, and reports a checkpoint (rank 0 writes it)."""
+    cfg = with_label_set(NerTrainConfig(**config["cfg"]))
+    run = _set_up(cfg, config["train_windows"])
+    for epoch in range(run.start_epoch, cfg.epochs):
+        metrics = _train_epoch(cfg, run, epoch)
+        metrics.update(_evaluate(cfg, run))
+        _checkpoint(cfg, run, epoch, metrics)
 
+
+def _set_up(cfg: NerTrainConfig, train_windows: int) -> _Run:
+    """The model, optimizer and schedule, restored from the last checkpoint when resuming."""
     import ray.train
     import ray.train.torch
     import torch
@@ -179,51 +180,25 @@ def train_loop(cfg_dict: dict):
         get_linear_schedule_with_warmup,
     )
 
-    from sdeid.bio import (
-        IGNORE,
-        bio_label_names,
-        encode_document,
-        training_examples,
-        word_labels_from_spans,
-    )
-    from sdeid.metrics import ner_scores
-    from sdeid.ner_predict import NerTagger
+    from sdeid.bio import bio_label_names
 
-    cfg = with_label_set(NerTrainConfig(**cfg_dict))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if not cfg.use_gpu:
         torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     torch.manual_seed(cfg.seed)
-    device = ray.train.torch.get_device()
-
     base = resolve_model_dir(cfg.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base)
     names = bio_label_names(cfg.labels)
-    label_ids = {n: i for i, n in enumerate(names)}
-    train_notes, dev_notes = load_train_dev(cfg)
-    dev_notes = dev_notes if rank == 0 else []
-    examples = []
-    for note in train_notes:
-        doc = encode_document(tokenizer, note.text)
-        tags = word_labels_from_spans(doc, note.spans)
-        examples += training_examples(
-            doc,
-            tags,
-            label_ids,
-            tokenizer.cls_token_id,
-            tokenizer.sep_token_id,
-            cfg.max_length,
-            cfg.stride,
-        )
-
     model = AutoModelForTokenClassification.from_pretrained(
-        base, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label_ids
+        base,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
     )
     model = ray.train.torch.prepare_model(model)
-    raw_model = model.module if hasattr(model, "module") else model
-    per_rank = len(examples) // world
-    steps_per_epoch = -(-per_rank // cfg.batch_size)
+    # Ray Train's split gives every worker train_windows // world windows: equal step counts
+    # keep the DDP ranks in lockstep.
+    steps_per_epoch = -(-(train_windows // world) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
@@ -231,113 +206,194 @@ def train_loop(cfg_dict: dict):
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(cfg.warmup_ratio * total_steps), total_steps
     )
-
-    start_epoch, best_f1, history = 0, -1.0, []
+    run = _Run(
+        rank,
+        world,
+        ray.train.torch.get_device(),
+        AutoTokenizer.from_pretrained(base),
+        model,
+        model.module if hasattr(model, "module") else model,
+        optimizer,
+        scheduler,
+        steps_per_epoch,
+    )
     resume = ray.train.get_checkpoint()
     if resume is not None:
         with resume.as_directory() as d:
-            state = torch.load(Path(d) / "train_state.pt", weights_only=False)
-            raw_model.load_state_dict(
+            state = torch.load(Path(d) / "train_state.pt", map_location="cpu", weights_only=False)
+            run.raw_model.load_state_dict(
                 AutoModelForTokenClassification.from_pretrained(Path(d) / "model").state_dict()
             )
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best_f1, history = state["epoch"] + 1, state["best_dev_f1"], state["history"]
+        run.start_epoch, run.best_f1 = state["epoch"] + 1, state["best_dev_f1"]
+        run.history = state["history"]
         if rank == 0:
             print(f"[ner] resumed after epoch {state['epoch'] + 1}", flush=True)
+    return run
 
-    pad = tokenizer.pad_token_id
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        order = list(range(len(examples)))
-        random.Random(cfg.seed * 1000 + epoch).shuffle(order)
-        mine = order[rank::world][:per_rank]  # equal step counts keep DDP ranks in lockstep
-        t0, tokens, loss_sum = time.time(), 0, 0.0
-        for step in range(steps_per_epoch):
-            batch = [examples[i] for i in mine[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
-            width = max(len(ids) for ids, _ in batch)
-            ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in batch], device=device)
-            labels = torch.tensor(
-                [y + [IGNORE] * (width - len(y)) for _, y in batch], device=device
-            )
-            mask = (
-                torch.arange(width, device=device)[None, :]
-                < torch.tensor([len(x) for x, _ in batch], device=device)[:, None]
-            ).long()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            tokens += int(mask.sum())
-            loss_sum += loss.item()
-            if rank == 0 and ((step + 1) % cfg.log_every == 0 or step + 1 == steps_per_epoch):
-                el = time.time() - t0
-                eta = el / (step + 1) * (steps_per_epoch - step - 1)
-                print(
-                    f"[ner] epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps_per_epoch} "
-                    f"loss {loss_sum / (step + 1):.4f} {tokens * world / el:.0f} tok/s "
-                    f"epoch ETA {eta:.0f}s",
-                    flush=True,
-                )
-        train_s = time.time() - t0
-        metrics = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(1, steps_per_epoch),
-            "train_tokens_per_s": tokens * world / train_s,
-            "train_s": train_s,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        }
-        if rank == 0:
-            t1 = time.time()
-            model.eval()
-            tagger = NerTagger(
-                None,
-                cfg.max_length,
-                cfg.stride,
-                model=raw_model,
-                tokenizer=tokenizer,
-                device=str(device),
-            )
-            scores = ner_scores(dev_notes, tagger.tag(dev_notes))
-            metrics.update(
-                dev_f1=scores["strict"]["f1"],
-                dev_token_f1=scores["token"]["f1"],
-                dev_s=time.time() - t1,
-            )
-            best_f1 = max(best_f1, metrics["dev_f1"])
-            history.append(metrics)
+
+def _batch_tensors(batch, pad: int, device):
+    """A batch of windows (Arrow) padded to its longest: ids, labels, attention mask."""
+    import torch
+
+    from sdeid.bio import IGNORE
+
+    ids, labels = batch["input_ids"].to_pylist(), batch["labels"].to_pylist()
+    width = max(len(x) for x in ids)
+    lengths = torch.tensor([len(x) for x in ids])
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+    ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
+    labels = torch.tensor([y + [IGNORE] * (width - len(y)) for y in labels])
+    return ids.to(device), labels.to(device), mask.to(device)
+
+
+def _train_epoch(cfg: NerTrainConfig, run: _Run, epoch: int) -> dict:
+    """One pass over this worker's share of the windows (shuffled in a buffer, seeded by the
+    epoch); returns the epoch's training metrics, with every worker's counts."""
+    import resource
+    import time
+
+    import ray.train
+    import torch
+
+    run.model.train()
+    shard = ray.train.get_dataset_shard("train")
+    t0, tokens, windows, loss_sum, step = time.time(), 0, 0, 0.0, 0
+    for batch in shard.iter_batches(
+        batch_size=cfg.batch_size,
+        batch_format="pyarrow",
+        local_shuffle_buffer_size=cfg.shuffle_buffer,
+        local_shuffle_seed=cfg.seed * 1000 + epoch,
+    ):
+        ids, labels, mask = _batch_tensors(batch, run.tokenizer.pad_token_id, run.device)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            loss = run.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        step, windows, tokens = step + 1, windows + len(ids), tokens + int(mask.sum())
+        loss_sum += loss.item()
+        if run.rank == 0 and (step % cfg.log_every == 0 or step == run.steps_per_epoch):
+            el = time.time() - t0
+            eta = el / step * max(0, run.steps_per_epoch - step)
             print(
-                f"[ner] epoch {epoch + 1}: dev strict F1 {metrics['dev_f1']:.4f} "
-                f"token F1 {metrics['dev_token_f1']:.4f}",
+                f"[ner] epoch {epoch + 1}/{cfg.epochs} step {step}/{run.steps_per_epoch} "
+                f"loss {loss_sum / step:.4f} {tokens * run.world / el:.0f} tok/s "
+                f"epoch ETA {eta:.0f}s",
                 flush=True,
             )
-            with tempfile.TemporaryDirectory() as d:
-                raw_model.save_pretrained(Path(d) / "model")
-                tokenizer.save_pretrained(Path(d) / "model")
-                torch.save(
-                    {
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "epoch": epoch,
-                        "best_dev_f1": best_f1,
-                        "history": history,
-                    },
-                    Path(d) / "train_state.pt",
-                )
-                (Path(d) / "history.json").write_text(json.dumps(history, indent=1))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
-            ray.train.report(metrics)
-        os.sync()
+    train_s = time.time() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    per_worker = _gather(run, [windows, tokens, rss])
+    return {
+        "epoch": epoch + 1,
+        "train_loss": loss_sum / max(1, step),
+        "train_tokens_per_s": sum(w[1] for w in per_worker) / train_s,
+        "train_s": train_s,
+        "windows_per_worker": [int(w[0]) for w in per_worker],
+        "peak_rss_mb": max(w[2] for w in per_worker),
+        "worker_peak_rss_mb": [round(w[2], 1) for w in per_worker],
+    }
 
 
-def fit(cfg: NerTrainConfig, run_dir: Path):
-    """Run the Ray Train job; returns (best checkpoint, per-epoch metrics)."""
+def _evaluate(cfg: NerTrainConfig, run: _Run) -> dict:
+    """Every worker tags its share of dev; the counts are summed over workers, so the F1s are
+    those of the whole dev set."""
+    import time
+
     import ray.train
 
+    from sdeid.metrics import ner_scores, prf
+    from sdeid.ner_data import notes_from_rows
+    from sdeid.ner_predict import NerTagger
+
+    t0 = time.time()
+    run.model.eval()
+    tagger = NerTagger(
+        None,
+        cfg.max_length,
+        cfg.stride,
+        model=run.raw_model,
+        tokenizer=run.tokenizer,
+        device=str(run.device),
+    )
+    counts = [0] * 7  # strict tp, pred, gold; token tp, pred, gold; notes
+    dev = ray.train.get_dataset_shard(f"dev_{run.rank}")
+    for batch in dev.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow"):
+        notes = notes_from_rows(batch)
+        scores = ner_scores(notes, tagger.tag(notes))
+        strict, token = scores["strict"], scores["token"]
+        mine = [strict["tp"], strict["pred"], strict["gold"], token["tp"], token["pred"]]
+        mine += [token["gold"], len(notes)]
+        counts = [a + b for a, b in zip(counts, mine, strict=True)]
+    per_worker = _gather(run, counts)
+    total = [int(sum(w[i] for w in per_worker)) for i in range(7)]
+    return {
+        "dev_f1": prf(*total[0:3])["f1"],
+        "dev_token_f1": prf(*total[3:6])["f1"],
+        "dev_notes_per_worker": [int(w[6]) for w in per_worker],
+        "dev_s": time.time() - t0,
+    }
+
+
+def _gather(run: _Run, values: list) -> list[list[float]]:
+    """Every worker's `values`, on every worker (one all-reduce of a world x k table)."""
+    import torch
+    import torch.distributed as dist
+
+    table = torch.zeros(run.world, len(values), dtype=torch.float64, device=run.device)
+    table[run.rank] = torch.tensor(values, dtype=torch.float64, device=run.device)
+    if run.world > 1:
+        dist.all_reduce(table)
+    return table.cpu().tolist()
+
+
+def _checkpoint(cfg: NerTrainConfig, run: _Run, epoch: int, metrics: dict) -> None:
+    """Rank 0 writes the model and the optimizer state; every rank reports."""
+    import json
+    import os
+    import tempfile
+
+    import ray.train
+    import torch
+
+    run.best_f1 = max(run.best_f1, metrics["dev_f1"])
+    run.history.append(metrics)
+    if run.rank != 0:
+        ray.train.report(metrics)
+        return
+    print(
+        f"[ner] epoch {epoch + 1}: dev strict F1 {metrics['dev_f1']:.4f} "
+        f"token F1 {metrics['dev_token_f1']:.4f}",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory() as d:
+        run.raw_model.save_pretrained(Path(d) / "model")
+        run.tokenizer.save_pretrained(Path(d) / "model")
+        torch.save(
+            {
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(),
+                "epoch": epoch,
+                "best_dev_f1": run.best_f1,
+                "history": run.history,
+            },
+            Path(d) / "train_state.pt",
+        )
+        (Path(d) / "history.json").write_text(json.dumps(run.history, indent=1))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+    os.sync()
+
+
+def fit(cfg: NerTrainConfig, run_dir: Path, data: dict, train_windows: int):
+    """Run the Ray Train job on the prepared datasets (sdeid.ner_data.training_data); returns
+    (best checkpoint, per-epoch metrics)."""
+    import ray.train
+
+    from sdeid.ner_data import dev_shards
     from sdeid.ray_env import torch_trainer
 
     # Keep the best epoch by dev F1 (Ray always keeps the latest too, for resuming).
@@ -349,6 +405,9 @@ def fit(cfg: NerTrainConfig, run_dir: Path):
         ray.train.CheckpointConfig(
             num_to_keep=1, checkpoint_score_attribute="dev_f1", checkpoint_score_order="max"
         ),
+        loop_config={"cfg": dataclasses.asdict(cfg), "train_windows": train_windows},
+        datasets={"train": data["train"], **dev_shards(data["dev"], cfg.num_workers)},
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
     result = trainer.fit()
     best = result.get_best_checkpoint("dev_f1", "max")

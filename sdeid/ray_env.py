@@ -50,10 +50,13 @@ def quiet_placement_group_cleaner():
     logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def torch_trainer(loop, cfg, name: str, run_dir, checkpoint_config):
+def torch_trainer(
+    loop, cfg, name: str, run_dir, checkpoint_config, loop_config=None, **trainer_kwargs
+):
     """A Ray Train TorchTrainer for a stage config with num_workers, use_gpu, cpus_per_worker:
     gloo between CPU workers, NCCL between GPUs; checkpoints under run_dir/ray/<name>, where a
-    rerun of the same command finds them and resumes."""
+    rerun of the same command finds them and resumes. The loop gets `loop_config`, by default
+    the config as a dict; `trainer_kwargs` (datasets, dataset_config) go to the trainer."""
     import dataclasses
     from pathlib import Path
 
@@ -62,7 +65,7 @@ def torch_trainer(loop, cfg, name: str, run_dir, checkpoint_config):
 
     return TorchTrainer(
         loop,
-        train_loop_config=dataclasses.asdict(cfg),
+        train_loop_config=dataclasses.asdict(cfg) if loop_config is None else loop_config,
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.num_workers,
@@ -75,4 +78,5 @@ def torch_trainer(loop, cfg, name: str, run_dir, checkpoint_config):
             checkpoint_config=checkpoint_config,
             failure_config=ray.train.FailureConfig(max_failures=0),
         ),
+        **trainer_kwargs,
     )

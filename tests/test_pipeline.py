@@ -13,9 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, run_ray, toy_notes, two_node_cluster
 
-from sdeid.ner_train import NerTrainConfig, load_train_dev
 from sdeid.pipeline import STAGES, load_pipeline_config, run_pipeline
-from sdeid.schema import Note, Span
 
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
 
@@ -283,20 +281,3 @@ def test_a_label_map_reaches_both_ner_stages_and_their_keys(toy_corpus, tiny_ber
     label_map.write_text(label_map.read_text().replace("PAIS: LOCATION", "PAIS: drop"))
     edited = run_pipeline(load_pipeline_config(SMOKE, with_map), tmp_path / "a", dry_run=True)
     assert edited[1]["key"] != mapped[1]["key"]  # the key follows the map's content
-
-
-def test_synthetic_train_dev_holdout_and_confidence_threshold(tmp_path):
-    from sdeid.parquet_io import write_notes_parquet
-
-    notes = [
-        Note(f"n{i}", "Ana vive en Madrid.", [Span(0, 3, "NOMBRE_SUJETO_ASISTENCIA", 0.95),
-                                              Span(12, 18, "TERRITORIO", 0.4)])
-        for i in range(10)
-    ]  # fmt: skip
-    path = write_notes_parquet(notes, str(tmp_path / "notes.parquet"))
-    cfg = NerTrainConfig(train=path, base_model="x", dev_holdout=0.2, min_confidence=0.5)
-    train, dev = load_train_dev(cfg)
-    assert len(train) == 8 and len(dev) == 2
-    assert not {n.doc_id for n in train} & {n.doc_id for n in dev}
-    assert all([s.label for s in n.spans] == ["NOMBRE_SUJETO_ASISTENCIA"] for n in train + dev)
-    assert load_train_dev(cfg)[1] == dev  # the held-out set is a function of the seed
