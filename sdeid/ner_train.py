@@ -64,6 +64,9 @@ class NerTrainConfig:
     """fp32, or bf16: mixed precision, the forward pass under torch.autocast in bfloat16 with
     weights, gradients and optimizer state in float32 (as `adapt`'s bf16 under DDP). Faster on
     GPUs and on CPUs with AVX512-BF16 (benchmarks/results/ner_precision.md)."""
+    max_steps: int | None = None
+    """Stop each epoch after this many optimizer steps (a benchmark's fixed amount of training);
+    None: every epoch in full."""
     shuffle_buffer: int = 4096
     """Windows each worker shuffles among per epoch (Ray Data's local shuffle buffer)."""
     seed: int = 0
@@ -82,6 +85,8 @@ class NerTrainConfig:
         for name in ("epochs", "batch_size", "num_workers", "max_length", "shuffle_buffer"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ValueError(f"max_steps must be positive, got {self.max_steps}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.learning_rate <= 0:
@@ -199,6 +204,7 @@ def _set_up(cfg: NerTrainConfig, train_windows: int) -> _Run:
     # Ray Train's split gives every worker train_windows // world windows: equal step counts
     # keep the DDP ranks in lockstep.
     steps_per_epoch = -(-(train_windows // world) // cfg.batch_size)
+    steps_per_epoch = min(steps_per_epoch, cfg.max_steps or steps_per_epoch)
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
@@ -276,7 +282,8 @@ def _train_epoch(cfg: NerTrainConfig, run: _Run, epoch: int) -> dict:
         run.optimizer.zero_grad(set_to_none=True)
         step, windows, tokens = step + 1, windows + len(ids), tokens + int(mask.sum())
         loss_sum += loss.item()
-        if run.rank == 0 and (step % cfg.log_every == 0 or step == run.steps_per_epoch):
+        last = step == run.steps_per_epoch
+        if run.rank == 0 and (step % cfg.log_every == 0 or last):
             el = time.time() - t0
             eta = el / step * max(0, run.steps_per_epoch - step)
             print(
@@ -285,6 +292,8 @@ def _train_epoch(cfg: NerTrainConfig, run: _Run, epoch: int) -> dict:
                 f"epoch ETA {eta:.0f}s",
                 flush=True,
             )
+        if last:
+            break  # max_steps (every worker has the same steps_per_epoch)
     train_s = time.time() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     per_worker = _gather(run, [windows, tokens, rss])
