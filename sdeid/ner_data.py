@@ -163,13 +163,17 @@ def _read_item(item):
 
 def _apply(notes, fn, batch_size, **kwargs):
     """fn over the notes: in this process for a Table, in Ray Data tasks for a Dataset."""
-    if isinstance(notes, __import__("pyarrow").Table):
+    import pyarrow as pa
+
+    if isinstance(notes, pa.Table):
         return fn(notes, **kwargs)
     return notes.map_batches(fn, batch_format="pyarrow", batch_size=batch_size, fn_kwargs=kwargs)
 
 
 def _rows(data):
-    return data.to_pylist() if isinstance(data, __import__("pyarrow").Table) else data.iter_rows()
+    import pyarrow as pa
+
+    return data.to_pylist() if isinstance(data, pa.Table) else data.iter_rows()
 
 
 @functools.lru_cache(maxsize=2)
