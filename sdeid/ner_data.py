@@ -105,40 +105,48 @@ def read_notes(cfg, path: str):
 
 def parquet_files(path: str):
     """([{"file", "rows", "index"}], {shard index: `_done` marker}) for a Parquet file, a
-    folder of them, or a shard folder (its finished shards); every footer checked."""
+    folder of them, or a shard folder. A shard folder's rows come from its markers (its
+    checksums and columns are checked as its shards are read); other files' footers are read
+    here, for their rows and columns."""
     from pathlib import Path
 
     import pyarrow.parquet as pq
 
     from sdeid.shard_store import ShardStore, shard_name
 
-    folder, markers = Path(path), {}
+    folder = Path(path)
     if folder.is_dir() and (folder / "_done").is_dir():
-        store = ShardStore(folder)
-        markers = store.done()
+        markers = ShardStore(folder).complete()
         if not markers:
             raise NoteError(f"{path}: no completed note shards")
-        names = [(str(folder / shard_name(i)), i) for i in sorted(markers)]
-    elif folder.is_dir():
-        names = [(str(f), -1) for f in sorted(folder.glob("*.parquet")) if f.name[0] != "."]
+        files = [
+            {"file": str(folder / shard_name(i)), "rows": m["rows"], "index": i}
+            for i, m in sorted(markers.items())
+        ]
+        return files, markers
+    if folder.is_dir():
+        names = [str(f) for f in sorted(folder.glob("*.parquet")) if f.name[0] != "."]
         if not names:
             raise NoteError(f"{path}: no .parquet shards in this folder")
     else:
-        names = [(str(folder), -1)]
+        names = [str(folder)]
     files = []
-    for name, index in names:
+    for name in names:
         try:
             meta = pq.read_metadata(name)
         except Exception as e:  # pyarrow raises several types for a damaged file
             raise NoteError(
                 f"{name}: not a readable Parquet file ({type(e).__name__}: {e})"
             ) from None
-        columns = meta.schema.to_arrow_schema().names
-        missing = [c for c in NOTE_COLUMNS if c not in columns]
-        if missing:
-            raise NoteError(f"{name}: missing note column(s) {missing}; has {columns}")
-        files.append({"file": name, "rows": meta.num_rows, "index": index})
-    return files, markers
+        _check_columns(name, meta.schema.to_arrow_schema().names)
+        files.append({"file": name, "rows": meta.num_rows, "index": -1})
+    return files, {}
+
+
+def _check_columns(name: str, columns) -> None:
+    missing = [c for c in NOTE_COLUMNS if c not in columns]
+    if missing:
+        raise NoteError(f"{name}: missing note column(s) {missing}; has {list(columns)}")
 
 
 def _read_file(path: str, index: int = -1, marker: dict | None = None):
@@ -152,7 +160,9 @@ def _read_file(path: str, index: int = -1, marker: dict | None = None):
     if marker is None:
         table = pq.read_table(path, columns=list(NOTE_COLUMNS))
     else:
-        table = ShardStore(path.rsplit("/", 1)[0]).read(index, marker, list(NOTE_COLUMNS))
+        table = ShardStore(path.rsplit("/", 1)[0]).read(index, marker)
+        _check_columns(path, table.column_names)
+        table = table.select(list(NOTE_COLUMNS))
     return table.append_column("path", pa.array([path] * table.num_rows, pa.string()))
 
 

@@ -134,6 +134,11 @@ class ShardStore:
     def verify_all(self) -> None:
         """Refuse the folder if a shard lacks its marker or does not match its checksum: the
         check a downstream stage makes before it reads a stage's shards."""
+        for index, marker in sorted(self.complete().items()):
+            self.read(index, marker, columns=[])
+
+    def complete(self) -> dict[int, dict]:
+        """done(), or NoteError naming a shard without a marker (from the listing alone)."""
         done = self.done()
         for f in sorted(self._listing(), key=lambda f: f.base_name):
             name = f.base_name
@@ -143,8 +148,7 @@ class ShardStore:
                         f"{self.folder}/{name}: no _done marker (the stage that writes it did "
                         "not finish it); rerun that stage"
                     )
-        for index, marker in sorted(done.items()):
-            self.read(index, marker, columns=[])
+        return done
 
     def read(self, index: int, marker: dict, columns=None):
         """One done shard as an Arrow table, its bytes read once for checksum and Parquet."""
