@@ -1,9 +1,10 @@
 """The NER trainer's data as Ray Datasets: notes in, BIO-labelled windows out, tokenized once.
 
-The driver looks at a corpus without reading its notes when it is Parquet (the synthetic
-corpus, which may hold millions): each file's schema, and each shard's checksum in tasks when
-it is a shard folder. The other formats hold the small private corpora; the driver reads and
-checks those whole, as before. Ray Data tasks then check each note, apply the label map and the
+The driver looks at a large Parquet corpus (the synthetic one, which may hold millions of
+notes) without reading its notes: each file's footer, or a shard folder's `_done` markers, with
+every shard's checksum checked in tasks. The other formats hold the small private corpora; the
+driver reads and checks those whole, as before, and Parquet of at most LOCAL_NOTES notes too.
+Ray Data tasks (or the driver, for those) then check each note, apply the label map and the
 confidence threshold, and cut the training notes into windows. Both datasets are materialized
 once, before Ray Train starts: a bad note is refused (by file and note id) before any worker
 runs, and no epoch tokenizes again. Each Ray Train worker iterates its own share of the

@@ -56,8 +56,8 @@ def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) 
     paths = ("train", "dev", "test", "base_model", "label_map")
     cfg = with_label_set(dataclasses.replace(cfg, **{k: absolute(getattr(cfg, k)) for k in paths}))
     resolve_model_dir(cfg.base_model)
-    if cfg.test:
-        read_gold(cfg, cfg.test)  # a gold corpus: small, read here to fail before training
+    # The test set is a gold corpus (small): read once, here, to fail before training.
+    gold = read_gold(cfg, cfg.test) if cfg.test else None
     t0 = time.time()
     init_ray(ray_address)
     # Every note checked and tokenized before any worker starts (and before anything is
@@ -91,8 +91,7 @@ def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) 
         "train_tokens_per_s": sum(m["train_tokens_per_s"] for m in history) / len(history),
         "worker_peak_rss_mb": max(m["peak_rss_mb"] for m in history),
     }
-    if cfg.test:
-        gold = read_gold(cfg, cfg.test)
+    if gold is not None:
         scores, preds, docs_per_s = evaluate_model(model_dir, gold, cfg.max_length, cfg.stride)
         write_brat(preds, out_dir / "test_predictions", overwrite=True)
         result.update(test=scores, inference_docs_per_s=docs_per_s)
