@@ -73,6 +73,21 @@ class AdaptConfig:
     checkpoint_every: int = 100
     """Optimizer steps between checkpoints (also one at each epoch end)."""
     log_every: int = 10
+    canaries: int = 0
+    """Canary notes per repetition count planted in the adaptation notes, and only there
+    (sdeid.memorization); 0 plants none. Their exposure is measured after adaptation."""
+    canary_repeats: tuple[int, ...] = (1, 4, 16)
+    """How many copies of a canary are planted."""
+    canary_candidates: int = 4096
+    """R, the random secrets each canary's secret is ranked among: exposure tops out at log2 R."""
+    membership: bool = False
+    """After adaptation, the membership-inference attack on the generator's loss: the notes
+    adapted on against dev, `membership_holdout` and unsampled train notes."""
+    membership_holdout: str | None = None
+    """More notes the generator never saw (the pipeline sets the test split)."""
+    membership_reference: bool = True
+    """Also the attack calibrated by the base model's loss; only meaningful when the base is a
+    pretrained LM (the pipeline turns it off for an `init:` base)."""
 
     def check(self):
         if self.method not in ("lora", "full"):
@@ -88,6 +103,12 @@ class AdaptConfig:
                 "precision fp16 needs loss scaling, which sdeid gets from DeepSpeed: use "
                 "strategy deepspeed, or precision bf16 with ddp"
             )
+        if self.canaries < 0:
+            raise ValueError(f"canaries must be >= 0, got {self.canaries}")
+        if self.canaries and (not self.canary_repeats or min(self.canary_repeats) < 1):
+            raise ValueError(f"canary_repeats must be positive, got {self.canary_repeats}")
+        if self.canary_candidates < 2:
+            raise ValueError(f"canary_candidates must be >= 2, got {self.canary_candidates}")
         if self.lora_r <= 0:
             raise ValueError(f"lora_r must be positive, got {self.lora_r}")
         if not 0 < self.data_fraction <= 1:
@@ -161,6 +182,18 @@ def _dev_metrics(model, blocks, n_chars, device, batch_size, rank, world):
     }
 
 
+def adaptation_notes(cfg: AdaptConfig, corpus) -> list:
+    """What the generator is adapted on: the data_fraction sample, and the canaries if any."""
+    from sdeid.memorization import canaries
+    from sdeid.ner_train import sample_fraction
+
+    notes = sample_fraction(corpus, cfg.data_fraction, cfg.seed)
+    if not cfg.canaries:
+        return notes
+    planted = canaries.make_canaries(cfg.canaries, cfg.canary_repeats, cfg.seed)
+    return canaries.plant(notes, planted, cfg.seed)
+
+
 def train_loop(cfg_dict: dict):
     import os
     import random
@@ -178,7 +211,6 @@ def train_loop(cfg_dict: dict):
 
     from sdeid.corpus_io import read_corpus
     from sdeid.lm_data import pack_blocks, tokenize_documents
-    from sdeid.ner_train import sample_fraction
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -186,7 +218,7 @@ def train_loop(cfg_dict: dict):
     torch.manual_seed(cfg.seed)
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
-    notes = sample_fraction(read_corpus(cfg.corpus), cfg.data_fraction, cfg.seed)
+    notes = adaptation_notes(cfg, read_corpus(cfg.corpus))
     blocks = pack_blocks(tokenize_documents(tokenizer, [n.text for n in notes]), cfg.context_length)
     dev_notes = read_corpus(cfg.dev)
     dev_blocks = pack_blocks(

@@ -38,14 +38,12 @@ def check_causal_lm(path, role: str = "base model") -> None:
 def adapt_plan(cfg: AdaptConfig, notes=None, model_config=None) -> dict:
     """The memory and schedule plan (sdeid.adapt_plan) of `cfg` on its corpus. `model_config`
     stands in for a base model that does not exist yet (a preset's config in a dry run)."""
+    from sdeid.adapt import adaptation_notes
     from sdeid.adapt_plan import count_tokens, plan_adapt
     from sdeid.corpus_io import read_corpus
     from sdeid.lm_arch import model_shape
-    from sdeid.ner_train import sample_fraction
 
-    notes = sample_fraction(
-        read_corpus(cfg.corpus) if notes is None else notes, cfg.data_fraction, cfg.seed
-    )
+    notes = adaptation_notes(cfg, read_corpus(cfg.corpus) if notes is None else notes)
     targets = cfg.lora_target_modules if cfg.method == "lora" else ()
     shape = model_shape(model_config or cfg.base_model, targets, cfg.lora_r)
     tokens, estimated = count_tokens(cfg.base_model, [n.text for n in notes])
@@ -70,6 +68,9 @@ def run_adapt(cfg: AdaptConfig, out_dir, ray_address: str | None = None) -> dict
     cfg = dataclasses.replace(
         cfg, **{k: absolute(getattr(cfg, k)) for k in ("corpus", "dev", "base_model")}
     )
+    if cfg.membership_holdout:
+        cfg = dataclasses.replace(cfg, membership_holdout=absolute(cfg.membership_holdout))
+        read_corpus(cfg.membership_holdout)
     check_causal_lm(cfg.base_model)
     corpus = read_corpus(cfg.corpus)
     read_corpus(cfg.dev)
@@ -80,6 +81,7 @@ def run_adapt(cfg: AdaptConfig, out_dir, ray_address: str | None = None) -> dict
     t0 = time.time()
     init_ray(ray_address)
     result = fit_and_copy(cfg, out_dir)
+    memorization = measure_memorization(cfg, out_dir)
     wall = time.time() - t0
     history = result["history"]
     epochs = [h for h in history if "dev_loss" in h]
@@ -95,21 +97,43 @@ def run_adapt(cfg: AdaptConfig, out_dir, ray_address: str | None = None) -> dict
         "documents": len(corpus),
         "plan": plan,
     }
+    if memorization:
+        metrics["memorization"] = memorization
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     inputs = {
         "corpus": {"path": cfg.corpus, "sha256": fingerprint_path(cfg.corpus)},
         "dev": {"path": cfg.dev, "sha256": fingerprint_path(cfg.dev)},
         "base_model": {"path": cfg.base_model, "sha256": fingerprint_path(cfg.base_model)},
     }
+    if cfg.membership_holdout:
+        inputs["membership_holdout"] = {
+            "path": cfg.membership_holdout,
+            "sha256": fingerprint_path(cfg.membership_holdout),
+        }
     write_manifest(
         out_dir,
         "adapt",
         config_to_dict(cfg),
         inputs,
-        outputs=["merged"] + (["adapter"] if cfg.method == "lora" else []),
+        outputs=["merged"]
+        + (["adapter"] if cfg.method == "lora" else [])
+        + (["canaries.json"] if cfg.canaries else [])
+        + (["memorization.json"] if memorization else []),
         timings={"wall_s": wall, "trained_s": result["trained_s"]},
     )
     return metrics
+
+
+def measure_memorization(cfg: AdaptConfig, out_dir: Path) -> dict | None:
+    """Canary exposure and membership inference on the adapted generator, when asked for."""
+    from sdeid.memorization import canaries
+    from sdeid.memorization.job import measure_generator
+
+    if cfg.canaries:
+        canaries.write(out_dir, canaries.make_canaries(cfg.canaries, cfg.canary_repeats, cfg.seed))
+    if not (cfg.canaries or cfg.membership):
+        return None
+    return measure_generator(cfg, out_dir)
 
 
 def fit_and_copy(cfg: AdaptConfig, out_dir: Path) -> dict:

@@ -7,7 +7,8 @@ The stages, in order:
   adapt          the generator: the base LM adapted to the gold train split
   generate       synthetic notes prompted with the first words of held-out documents
   annotate       the synthetic notes tagged by the annotator
-  audit          privacy audit against the private train split; flagged notes dropped
+  audit          privacy audit against the private train split (and the generator's canaries
+                 and memorization figures, when it has them); flagged notes dropped
   synthetic_ner  NER trained on the audited synthetic notes only (dev held out of them)
   report         gold vs synthetic on the gold test set, lineage, wall times, cost
 
@@ -201,13 +202,16 @@ def plan(cfg: PipelineConfig, run_dir, where: str = "config", stages_dir=None) -
     annotator = _ner_paths(annotator)
     add("annotator", annotator, {**corpus, **_ner_inputs(annotator)})
 
-    adapt = _section(
-        AdaptConfig,
-        adapt_values,
-        {"corpus": cfg.train, "dev": cfg.dev, "base_model": base_model},
-        f"{where}: adapt",
-    )
-    add("adapt", adapt, {"corpus": corpus["train"], "dev": corpus["dev"], **base_id}, after)
+    adapt_set = {"corpus": cfg.train, "dev": cfg.dev, "base_model": base_model}
+    adapt_ids = {"corpus": corpus["train"], "dev": corpus["dev"], **base_id}
+    if adapt_values.get("membership"):
+        # Non-members beside dev: the test split. A randomly initialised base says nothing
+        # about a note, so the calibrated attack needs a pretrained one.
+        adapt_set["membership_holdout"] = cfg.test
+        adapt_set["membership_reference"] = "base_lm" not in stages
+        adapt_ids["membership_holdout"] = corpus["test"]
+    adapt = _section(AdaptConfig, adapt_values, adapt_set, f"{where}: adapt")
+    add("adapt", adapt, adapt_ids, after)
 
     gen_values = dict(cfg.generate)
     gen_set = {"model": str(stages["adapt"].folder)}
@@ -243,6 +247,7 @@ def plan(cfg: PipelineConfig, run_dir, where: str = "config", stages_dir=None) -
         {
             "synthetic": str(stages["annotate"].folder),
             "private": cfg.train,
+            "generator": str(stages["adapt"].folder),
             "reference": [cfg.dev, cfg.test, *extra_ref],
         },
         f"{where}: audit",
@@ -254,7 +259,7 @@ def plan(cfg: PipelineConfig, run_dir, where: str = "config", stages_dir=None) -
             "private": corpus["train"],
             "reference": [corpus["dev"], corpus["test"], *map(_identity, extra_ref)],
         },
-        (("synthetic", "annotate"),),
+        (("synthetic", "annotate"), ("generator", "adapt")),
     )
 
     # The synthetic model uses the annotator's recipe unless told otherwise, and no gold note

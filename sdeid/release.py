@@ -43,6 +43,14 @@ class GateConfig:
     """Upper bound on the published notes' word n-gram recall against the private notes."""
     ngram_n: int = 5
     min_notes: int = 1
+    max_canary_secrets: int = 0
+    """Canary secrets the generator wrote verbatim (before the filter dropped those notes);
+    checked when canaries were planted."""
+    max_exposure: float | None = None
+    """Upper bound on the largest canary exposure; checked when set and canaries were planted."""
+    max_mia_auc: float | None = None
+    """Upper bound on the membership-inference AUC (the calibrated attack where measured, else
+    the loss attack); checked when set and membership was measured."""
 
     def check(self):
         if self.metric not in ("strict_f1", "token_f1"):
@@ -65,6 +73,7 @@ def gate_checks(report: dict, gate: GateConfig) -> list[dict]:
         ("leaked_phi_strings", after["phi_strings_leaked"], gate.max_leaked_phi, "<="),
         (f"{gate.ngram_n}gram_recall", recall, gate.max_ngram_recall, "<="),
         ("notes", after["notes"], gate.min_notes, ">="),
+        *memorization_checks(report["audit"], gate),
     ]
     out = []
     for name, value, limit, op in checks:
@@ -74,6 +83,22 @@ def gate_checks(report: dict, gate: GateConfig) -> list[dict]:
             ok = value >= limit if op == ">=" else value <= limit
         out.append({"check": name, "value": value, "limit": limit, "op": op, "passed": ok})
     return out
+
+
+def memorization_checks(audit: dict, gate: GateConfig) -> list[tuple]:
+    """The canary and membership checks, for the figures the run measured."""
+    mem = audit.get("memorization") or {}
+    checks = []
+    before = audit.get("before_filter", {})
+    if before.get("canary_secrets_planted"):
+        found = before["canary_secrets_found"]
+        checks.append(("canary_secrets_generated", found, gate.max_canary_secrets, "<="))
+    if gate.max_exposure is not None and "canaries" in mem:
+        checks.append(("canary_exposure", mem["canaries"]["max_exposure"], gate.max_exposure, "<="))
+    if gate.max_mia_auc is not None and "membership" in mem:
+        attack = mem["membership"].get("calibrated") or mem["membership"]["loss"]
+        checks.append(("mia_auc", attack["auc"], gate.max_mia_auc, "<="))
+    return checks
 
 
 def describe_failures(checks: list[dict], metric: str) -> str:

@@ -253,6 +253,46 @@ def audit_markdown(audit: dict) -> list[str]:
         "0.328 (little adaptation data) to 0.122 (the most).",
         "",
     ]
+    return lines + memorization_markdown(audit.get("memorization"), b)
+
+
+def memorization_markdown(mem: dict | None, before: dict) -> list[str]:
+    """Canary exposure and membership inference, when the generator was measured."""
+    if not mem:
+        return []
+    lines = ["## What the generator remembers", ""]
+    if "canaries" in mem:
+        c = mem["canaries"]
+        lines += [
+            f"Canaries planted in the adaptation notes only, each secret ranked among "
+            f"{c['candidates']} random secrets of its format (exposure = log2 R - log2 rank, "
+            f"at most {c['max_possible']:.1f}); {before.get('canary_secrets_found', 0)} of "
+            f"{before.get('canary_secrets_planted', 0)} secrets were generated verbatim "
+            "(those notes are dropped).",
+            "",
+            "| copies planted | canaries | exposure median | exposure max |",
+            "|---|---|---|---|",
+        ]
+        for r, e in c["by_repeats"].items():
+            lines.append(f"| {r} | {e['canaries']} | {e['median']:.2f} | {e['max']:.2f} |")
+        lines.append("")
+    if "membership" in mem:
+        m = mem["membership"]
+        lines += [
+            "Membership inference on the generator's per-note loss (members: the notes adapted "
+            "on; non-members: dev, test and unsampled train notes):",
+            "",
+            "| attack | members | non-members | AUC | TPR at 1 % FPR |",
+            "|---|---|---|---|---|",
+        ]
+        for name, label in (("loss", "loss threshold"), ("calibrated", "calibrated by base")):
+            if name in m:
+                a = m[name]
+                lines.append(
+                    f"| {label} | {a['members']} | {a['non_members']} | {a['auc']:.3f} "
+                    f"| {a['tpr_at_1pct_fpr']:.3f} |"
+                )
+        lines.append("")
     return lines
 
 

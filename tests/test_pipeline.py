@@ -106,7 +106,9 @@ def test_smoke_run_on_two_nodes_then_reuse_rerun_ablate_refresh(toy_corpus, tiny
     Ray, the same command reuses every stage, --from reruns a tail, an ablation reuses what it
     can, and scheduled refreshes gate and publish."""
     out = tmp_path / "run"
-    sets = _overrides(toy_corpus, tiny_bert)
+    # Canaries planted (3 x 1, 4, 16 copies) and membership measured, at little cost here.
+    memorize = ["adapt.canaries=1", "adapt.canary_candidates=64", "adapt.membership=true"]
+    sets = _overrides(toy_corpus, tiny_bert, *memorize)
     first = _submit_to_two_nodes(out, sets)
     plan = json.loads((out / "plan.json").read_text())
     assert [s["action"] for s in plan["stages"]] == ["run"] * len(STAGES)
@@ -136,6 +138,15 @@ def test_smoke_run_on_two_nodes_then_reuse_rerun_ablate_refresh(toy_corpus, tiny
     ratio = numbers["ratio_token_f1"]  # None when the toy gold model finds nothing
     assert (ratio is None or math.isfinite(ratio)) and numbers["notes"] == 6
     assert numbers["wall_s"]["generate"] > 0
+    # What the generator remembers reaches the audit and the report; the secrets stay in the
+    # adapt folder (checked below: nothing published holds one).
+    mem = json.loads((out / "adapt" / "memorization.json").read_text())
+    assert set(mem["canaries"]["by_repeats"]) == {"1", "4", "16"}
+    assert 0 <= mem["membership"]["loss"]["auc"] <= 1 and "calibrated" not in mem["membership"]
+    assert numbers["audit"]["memorization"] == mem
+    assert numbers["audit"]["before_filter"]["canary_secrets_planted"] == 3
+    assert "## What the generator remembers" in report
+    secrets = [c["secret"] for c in json.loads((out / "adapt" / "canaries.json").read_text())]
     for png in ("gold_vs_synthetic.png", "stage_times.png"):
         assert (out / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -208,7 +219,17 @@ def test_smoke_run_on_two_nodes_then_reuse_rerun_ablate_refresh(toy_corpus, tiny
     assert sorted(p.name for p in releases.iterdir()) == ["latest", "r3"]  # r2 pruned
     assert (releases / "latest").resolve() == releases / "r3"
     corpus = pq.read_table(releases / "latest" / "corpus")
-    assert corpus.num_rows == json.loads((releases / "r3" / "release.json").read_text())["notes"]
+    release = json.loads((releases / "r3" / "release.json").read_text())
+    assert corpus.num_rows == release["notes"]
+    checks = {c["check"]: c for c in release["gate"]["checks"]}
+    assert checks["canary_secrets_generated"]["passed"]
+    published = [p for p in (releases / "r3").rglob("*") if p.is_file()]
+    trained_on = list((out / "audit" / "shards").glob("*.parquet"))  # the synthetic NER's notes
+    for path in published + trained_on:
+        # Parquet pages may be compressed: look in the rows, not the bytes.
+        text = str(pq.read_table(path).to_pylist()) if path.suffix == ".parquet" else None
+        text = text or path.read_bytes().decode("utf-8", "replace")
+        assert not any(s in text for s in secrets), path
 
 
 def test_only_needs_finished_upstream(toy_corpus, tiny_bert, tmp_path):

@@ -14,6 +14,10 @@ class AuditConfig:
     reference: tuple[str, ...] = ()
     """Corpora (BRAT or Parquet) or text files (one string per line) whose strings are public
     or not private to the training notes; a PHI string found in them is generic, not a leak."""
+    generator: str | None = None
+    """The generator's adapt folder: the secrets of the canaries planted there are searched as
+    private PHI strings (label CANARY, never generic), and its memorization.json figures are
+    copied into audit.json."""
     min_phi_chars: int = 6
     """Shorter PHI strings (initials, "M", ages like "40") are too generic to count."""
     ngram_sizes: tuple[int, ...] = (3, 4, 5, 6, 7, 8)

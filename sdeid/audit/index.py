@@ -15,6 +15,8 @@ import re
 
 import numpy as np
 
+from sdeid.memorization.canaries import LABEL as CANARY
+
 WORD = re.compile(r"\w+")
 _BASE = np.uint64(0x9E3779B97F4A7C15)  # an odd 64-bit multiplier
 
@@ -99,7 +101,8 @@ class PrivateIndex:
         self.phi = phi_strings(private_notes, min_phi_chars)
         self.phi_by_length = by_length(self.phi)  # once, not once per synthetic note
         generic = {k for hits in find_sequences(ref_texts, self.phi) for k, _ in hits}
-        self.generic = {k: k in generic for k in self.phi}
+        # A planted canary's secret is never generic: finding it anywhere is the point.
+        self.generic = {k: k in generic and self.phi[k]["label"] != CANARY for k in self.phi}
         self.private_ids = [n.doc_id for n in private_notes]
         self.num_perm = num_perm
         self.signatures = (

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from sdeid.audit.config import AuditConfig
+from sdeid.memorization import canaries
+from sdeid.memorization.job import FILE as MEMORIZATION
 from sdeid.tasks import shared, task_runner
 
 
@@ -33,8 +35,14 @@ def run_audit(cfg: AuditConfig, out_dir, ray_address: str | None = None) -> dict
     t0 = time.time()
     # The privacy check reads every private PHI string, whatever a label map would drop.
     private = read_corpus(cfg.private, allow_overlap=True)
+    planted = canaries.read(cfg.generator) if cfg.generator else []
+    # The canaries were adapted on as much as the private notes were: they are private too.
     index = PrivateIndex(
-        private, reference_texts(cfg.reference), cfg.ngram_sizes, cfg.min_phi_chars, cfg.num_perm
+        private + canaries.canary_notes(planted),
+        reference_texts(cfg.reference),
+        cfg.ngram_sizes,
+        cfg.min_phi_chars,
+        cfg.num_perm,
     )
     dst = ShardStore(out_dir / "shards")
     dst.create()
@@ -50,6 +58,8 @@ def run_audit(cfg: AuditConfig, out_dir, ray_address: str | None = None) -> dict
         "after_filter": after.summary(index, cfg.ngram_sizes),
         "audit_s": time.time() - t0,
     }
+    if cfg.generator and (Path(cfg.generator) / MEMORIZATION).is_file():
+        result["memorization"] = json.loads((Path(cfg.generator) / MEMORIZATION).read_text())
     (out_dir / "audit.json").write_text(json.dumps(result, indent=2))
     write_manifest(
         out_dir,
@@ -58,6 +68,7 @@ def run_audit(cfg: AuditConfig, out_dir, ray_address: str | None = None) -> dict
         {
             "synthetic": {"path": str(src.folder)},
             "private": {"path": cfg.private, "sha256": fingerprint_path(cfg.private)},
+            **({"generator": {"path": cfg.generator}} if cfg.generator else {}),
         },
         counts={"notes": before.notes, "flagged": before.notes_flagged, "kept": after.notes},
         timings={"audit_s": result["audit_s"]},

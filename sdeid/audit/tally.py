@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from sdeid.memorization.canaries import LABEL as CANARY
+
 
 @dataclass
 class Tally:
@@ -61,6 +63,8 @@ class Tally:
                 "max": sims[-1] if sims else None,
             },
             "notes_flagged": self.notes_flagged,
+            "canary_secrets_planted": sum(v["label"] == CANARY for v in index.phi.values()),
+            "canary_secrets_found": sum(index.phi[k]["label"] == CANARY for k in self.found),
         }
 
 

@@ -1,0 +1,116 @@
+"""After adaptation: the generator's canary exposure and membership-inference figures.
+
+Runs as one Ray task with the adaptation workers' resources (a GPU where they had one), or in
+this process when no Ray is running, and writes memorization.json into the adapt folder, where
+the audit, the run report and the publish gate read it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sdeid.memorization import attacks, canaries, scoring
+
+FILE = "memorization.json"
+
+
+def measure_generator(cfg, out_dir) -> dict:
+    """cfg: the AdaptConfig the generator in out_dir/merged was adapted with."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        task = ray.remote(num_cpus=cfg.cpus_per_worker, num_gpus=1 if cfg.use_gpu else 0)
+        result = ray.get(task(_measure).remote(cfg, str(out_dir)))
+    else:
+        result = _measure(cfg, str(out_dir))
+    Path(out_dir, FILE).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _measure(cfg, out_dir: str) -> dict:
+    import time
+
+    import torch
+
+    if not cfg.use_gpu:
+        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    t0 = time.time()
+    model, tokenizer = scoring.load_lm(Path(out_dir) / "merged", cfg.use_gpu)
+    result: dict = {}
+    planted = canaries.read(out_dir)
+    if planted:
+        result["canaries"] = canary_exposure(model, tokenizer, planted, cfg)
+    if cfg.membership:
+        result["membership"] = membership_inference(model, tokenizer, cfg)
+    result["measure_s"] = time.time() - t0
+    return result
+
+
+def canary_exposure(model, tokenizer, planted, cfg) -> dict:
+    """Each canary's rank and exposure among `canary_candidates` secrets of its format, and the
+    median and max exposure per repetition count."""
+    rows = []
+    for c in planted:
+        texts = [c.text(s) for s in canaries.candidates(c, cfg.canary_candidates, cfg.seed)]
+        ids = scoring.token_ids(tokenizer, texts)
+        sums, _ = scoring.logprob_sums(model, ids, cfg.context_length)
+        figures = attacks.exposure(sums[0], sums[1:])
+        rows.append({"canary_id": c.canary_id, "kind": c.kind, "repeats": c.repeats, **figures})
+    by_repeats = {}
+    for r in sorted({row["repeats"] for row in rows}):
+        values = [row["exposure"] for row in rows if row["repeats"] == r]
+        by_repeats[str(r)] = {
+            "canaries": len(values),
+            "median": median(values),
+            "max": max(values),
+        }
+    return {
+        "candidates": cfg.canary_candidates,
+        "max_possible": math.log2(cfg.canary_candidates),
+        "by_repeats": by_repeats,
+        "max_exposure": max(row["exposure"] for row in rows),
+        "per_canary": rows,
+    }
+
+
+def membership_inference(model, tokenizer, cfg) -> dict:
+    """The loss attack (Yeom et al. 2018): members are the notes adapted on, non-members dev,
+    `membership_holdout` and any train notes left out by data_fraction; a lower loss says
+    member. Calibrated by the base model's loss (Carlini et al. 2021) when
+    `membership_reference` is set: the score is how much adaptation lowered a note's loss."""
+    from sdeid.corpus_io import read_corpus
+    from sdeid.ner_train import sample_fraction
+
+    train = read_corpus(cfg.corpus)
+    members = sample_fraction(train, cfg.data_fraction, cfg.seed)
+    taken = {n.doc_id for n in members}
+    others = [n for n in train if n.doc_id not in taken] + read_corpus(cfg.dev)
+    if cfg.membership_holdout:
+        others += read_corpus(cfg.membership_holdout)
+    texts = [n.text for n in members] + [n.text for n in others]
+    loss = note_losses(model, tokenizer, texts, cfg.context_length)
+    k = len(members)
+    result = {
+        "loss": attacks.membership(-loss[:k], -loss[k:]),
+        "member_loss_median": float(np.median(loss[:k])),
+        "non_member_loss_median": float(np.median(loss[k:])),
+    }
+    if cfg.membership_reference:
+        base, base_tokenizer = scoring.load_lm(cfg.base_model, cfg.use_gpu)
+        drop = note_losses(base, base_tokenizer, texts, cfg.context_length) - loss
+        result["calibrated"] = attacks.membership(drop[:k], drop[k:])
+    return result
+
+
+def note_losses(model, tokenizer, texts, context: int) -> np.ndarray:
+    """Mean negative log-likelihood per predicted token of each text."""
+    sums, counts = scoring.logprob_sums(model, scoring.token_ids(tokenizer, texts), context)
+    return -sums / np.maximum(counts, 1)
+
+
+def median(values) -> float:
+    return float(np.median(values))
