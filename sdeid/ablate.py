@@ -6,6 +6,7 @@ The grid file names a pipeline config and, for each setting to vary, its values:
     grid:
       annotator.train_fraction: [0.1, 0.25, 0.5, 1.0]
       seed: [0, 1]          # shorthand: the seed of every stage that has one
+      annotator.train_fraction+adapt.data_fraction: [0.25, 1.0]   # settings varied together
     fixed:                  # optional: settings every point shares (a cheaper recipe, say)
       annotator.epochs: 2
 
@@ -40,7 +41,8 @@ class AblateConfig:
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"grid: {key} needs a non-empty list of values")
-        if both := sorted(set(self.grid) & set(self.fixed)):
+        varied = {k for key in self.grid for k in key.split("+")}
+        if both := sorted(varied & set(self.fixed)):
             raise ValueError(f"{both} are both in grid and in fixed")
 
 
@@ -52,7 +54,7 @@ def points(grid: dict) -> list[dict]:
 def overrides(point: dict, fixed: dict | None = None) -> list[str]:
     out = []
     for key, value in {**(fixed or {}), **point}.items():
-        for k in SEEDED if key == "seed" else (key,):
+        for k in SEEDED if key == "seed" else key.split("+"):
             out.append(f"{k}={json.dumps(value)}")
     return out
 
@@ -90,6 +92,7 @@ def run_ablation(cfg: AblateConfig, out_dir, ray_address=None, dry_run=False, wh
                 ratio_strict_f1=n["ratio_strict_f1"],
                 notes=n["notes"],
                 kept=n["lineage"]["audited_notes"]["kept"],
+                **privacy_figures(n.get("audit") or {}),
                 # relative to the ablation's folder, which holds stages/
                 report=str((report / "report.md").relative_to(out_dir.resolve())),
             )
@@ -97,6 +100,26 @@ def run_ablation(cfg: AblateConfig, out_dir, ray_address=None, dry_run=False, wh
     if not dry_run:
         write_ablation(out_dir, cfg, rows)
     return rows
+
+
+def privacy_figures(audit: dict) -> dict:
+    """What each point cost in privacy: the audit before its filter, and what the generator
+    remembers where it was measured (sdeid.memorization)."""
+    before = audit.get("before_filter")
+    if not before:
+        return {}
+    mem = audit.get("memorization") or {}
+    out = {
+        "ngram5_recall": before["ngram_recall"].get("5"),
+        "leaked_phi_strings": before["phi_strings_leaked"],
+        "notes_dropped": before["notes_flagged"],
+    }
+    if "canaries" in mem:
+        out["exposure_median"] = {r: e["median"] for r, e in mem["canaries"]["by_repeats"].items()}
+        out["canary_secrets_generated"] = before.get("canary_secrets_found")
+    if "membership" in mem:
+        out["mia_auc"] = mem["membership"]["loss"]["auc"]
+    return out
 
 
 def write_ablation(out_dir: Path, cfg: AblateConfig, rows: list[dict]) -> None:
@@ -128,6 +151,10 @@ def write_ablation(out_dir: Path, cfg: AblateConfig, rows: list[dict]) -> None:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    lines += _privacy_table(keys, rows)
+    if any("ngram5_recall" in r for r in rows):
+        _privacy_plot(out_dir / "ablation_privacy.png", rows)
+        lines += ["![utility against privacy](ablation_privacy.png)", ""]
     for key in keys:
         if all(isinstance(r["point"][key], int | float) for r in rows):
             name = f"ablation_{key.replace('.', '_')}.png"
@@ -161,6 +188,70 @@ def _curve(path: Path, key: str, rows: list[dict]) -> None:
     ax.set_xlabel(key)
     ax.set_ylabel("F1 on the gold test set")
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _privacy_table(keys: list, rows: list[dict]) -> list[str]:
+    if not any("ngram5_recall" in r for r in rows):
+        return []
+    repeats = sorted({k for r in rows for k in r.get("exposure_median", {})}, key=int)
+    head = ["5-gram recall", "leaked PHI strings", "notes dropped"]
+    head += [f"exposure, {k} copies (median)" for k in repeats]
+    head += ["canary secrets generated", "membership AUC (loss)"]
+    lines = [
+        "Privacy, before the audit's filter (the generator's figures where it was measured):",
+        "",
+        "| " + " | ".join(keys + head) + " |",
+        "|" + "---|" * (len(keys) + len(head)),
+    ]
+    for r in rows:
+        exp = r.get("exposure_median", {})
+        cells = [str(r["point"][k]) for k in keys] + [
+            _cell(r.get("ngram5_recall")),
+            _cell(r.get("leaked_phi_strings")),
+            _cell(r.get("notes_dropped")),
+            *(_cell(exp.get(k), ".2f") for k in repeats),
+            _cell(r.get("canary_secrets_generated")),
+            _cell(r.get("mia_auc")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _cell(x, spec=".3f") -> str:
+    if x is None:
+        return "-"
+    return format(x, spec) if isinstance(x, float) else str(x)
+
+
+def _privacy_plot(path: Path, rows: list[dict]) -> None:
+    """Synthetic token F1 against each privacy figure, one panel per figure, a point per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = [("ngram5_recall", "5-gram recall"), ("leaked_phi_strings", "leaked PHI strings")]
+    if any(r.get("exposure_median") for r in rows):
+        figures.append(("exposure_max_median", "canary exposure (most copies, median)"))
+    if any(r.get("mia_auc") is not None for r in rows):
+        figures.append(("mia_auc", "membership AUC (loss)"))
+
+    def value(r, name):
+        if name == "exposure_max_median":
+            exp = r.get("exposure_median") or {}
+            return exp[max(exp, key=int)] if exp else None
+        return r.get(name)
+
+    fig, axes = plt.subplots(1, len(figures), figsize=(3.2 * len(figures), 3.2), squeeze=False)
+    for ax, (name, label) in zip(axes[0], figures, strict=True):
+        pts = [(value(r, name), r["synthetic_token_f1"]) for r in rows]
+        pts = [(x, y) for x, y in pts if x is not None]
+        ax.plot([x for x, _ in pts], [y for _, y in pts], "o")
+        ax.set_xlabel(label)
+        ax.set_ylabel("synthetic token F1")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -41,7 +41,10 @@ class AdaptConfig:
     offload_optimizer: bool = False
     """ZeRO optimizer state offload to CPU (DeepSpeedCPUAdam)."""
     data_fraction: float = 1.0
-    """Share of corpus documents used (seeded sample): the paper's adaptation-data ablation."""
+    """Share of corpus documents adapted on: the paper's adaptation-data ablation. A note is in
+    when a hash of its id and the seed falls below it, the rule `ner train`'s train_fraction
+    uses, so equal fractions and seeds pick the same notes for both. 0: no adaptation (the
+    base model is the generator, the ablation's starting point)."""
     seed: int = 0
     context_length: int = 512
     """Tokens per packed training block."""
@@ -111,8 +114,8 @@ class AdaptConfig:
             raise ValueError(f"canary_candidates must be >= 2, got {self.canary_candidates}")
         if self.lora_r <= 0:
             raise ValueError(f"lora_r must be positive, got {self.lora_r}")
-        if not 0 < self.data_fraction <= 1:
-            raise ValueError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
+        if not 0 <= self.data_fraction <= 1:
+            raise ValueError(f"data_fraction must be in [0, 1], got {self.data_fraction}")
         for name in (
             "epochs",
             "micro_batch_size",
@@ -182,13 +185,25 @@ def _dev_metrics(model, blocks, n_chars, device, batch_size, rank, world):
     }
 
 
+def adapted_on(cfg: AdaptConfig, corpus) -> list:
+    """The corpus notes in the data_fraction sample (at least one unless it is 0)."""
+    from sdeid.ner_data import hashed_unit
+
+    if cfg.data_fraction >= 1 or not corpus:
+        return list(corpus)
+    if cfg.data_fraction == 0:
+        return []
+    units = [hashed_unit(n.doc_id, cfg.seed, "train") for n in corpus]
+    cut = max(cfg.data_fraction, math.nextafter(min(units), 1))  # a tiny corpus keeps one
+    return [n for n, u in zip(corpus, units, strict=True) if u < cut]
+
+
 def adaptation_notes(cfg: AdaptConfig, corpus) -> list:
     """What the generator is adapted on: the data_fraction sample, and the canaries if any."""
     from sdeid.memorization import canaries
-    from sdeid.ner_train import sample_fraction
 
-    notes = sample_fraction(corpus, cfg.data_fraction, cfg.seed)
-    if not cfg.canaries:
+    notes = adapted_on(cfg, corpus)
+    if not cfg.canaries or not notes:
         return notes
     planted = canaries.make_canaries(cfg.canaries, cfg.canary_repeats, cfg.seed)
     return canaries.plant(notes, planted, cfg.seed)

@@ -47,7 +47,11 @@ def adapt_plan(cfg: AdaptConfig, notes=None, model_config=None) -> dict:
     targets = cfg.lora_target_modules if cfg.method == "lora" else ()
     shape = model_shape(model_config or cfg.base_model, targets, cfg.lora_r)
     tokens, estimated = count_tokens(cfg.base_model, [n.text for n in notes])
-    return plan_adapt(cfg, shape, tokens, estimated)
+    plan = plan_adapt(cfg, shape, tokens, estimated)
+    if cfg.data_fraction == 0:  # nothing is trained: no schedule or memory to refuse
+        plan["problems"] = []
+        plan["warnings"] = ["data_fraction 0: no adaptation, the base model is the generator"]
+    return plan
 
 
 def refuse_bad_plan(plan: dict, where: str) -> None:
@@ -79,8 +83,11 @@ def run_adapt(cfg: AdaptConfig, out_dir, ray_address: str | None = None) -> dict
     out_dir.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
-    init_ray(ray_address)
-    result = fit_and_copy(cfg, out_dir)
+    if cfg.data_fraction == 0:
+        result = base_as_generator(cfg, out_dir)
+    else:
+        init_ray(ray_address)
+        result = fit_and_copy(cfg, out_dir)
     memorization = measure_memorization(cfg, out_dir)
     wall = time.time() - t0
     history = result["history"]
@@ -116,7 +123,7 @@ def run_adapt(cfg: AdaptConfig, out_dir, ray_address: str | None = None) -> dict
         config_to_dict(cfg),
         inputs,
         outputs=["merged"]
-        + (["adapter"] if cfg.method == "lora" else [])
+        + (["adapter"] if cfg.method == "lora" and cfg.data_fraction > 0 else [])
         + (["canaries.json"] if cfg.canaries else [])
         + (["memorization.json"] if memorization else []),
         timings={"wall_s": wall, "trained_s": result["trained_s"]},
@@ -134,6 +141,16 @@ def measure_memorization(cfg: AdaptConfig, out_dir: Path) -> dict | None:
     if not (cfg.canaries or cfg.membership):
         return None
     return measure_generator(cfg, out_dir)
+
+
+def base_as_generator(cfg: AdaptConfig, out_dir: Path) -> dict:
+    """data_fraction 0: the base model, unchanged, is the generator (copied to merged/)."""
+    tmp = out_dir / ".merged.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(cfg.base_model, tmp)
+    shutil.rmtree(out_dir / "merged", ignore_errors=True)
+    tmp.rename(out_dir / "merged")
+    return {"history": [], "trained_s": 0.0}
 
 
 def fit_and_copy(cfg: AdaptConfig, out_dir: Path) -> dict:

@@ -136,15 +136,6 @@ def resolve_model_dir(name: str) -> Path:
     return path
 
 
-def sample_fraction(notes, fraction: float, seed: int):
-    import random
-
-    if fraction >= 1:
-        return list(notes)
-    k = max(1, round(len(notes) * fraction))
-    return sorted(random.Random(seed).sample(list(notes), k), key=lambda n: n.doc_id)
-
-
 @dataclass
 class _Run:
     """What one worker holds between the phases of the loop."""

@@ -97,7 +97,8 @@ def memorization_checks(audit: dict, gate: GateConfig) -> list[tuple]:
         checks.append(("canary_exposure", mem["canaries"]["max_exposure"], gate.max_exposure, "<="))
     if gate.max_mia_auc is not None and "membership" in mem:
         attack = mem["membership"].get("calibrated") or mem["membership"]["loss"]
-        checks.append(("mia_auc", attack["auc"], gate.max_mia_auc, "<="))
+        if attack["auc"] is not None:  # None: no adaptation, so no members
+            checks.append(("mia_auc", attack["auc"], gate.max_mia_auc, "<="))
     return checks
 
 

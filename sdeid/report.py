@@ -280,7 +280,7 @@ def memorization_markdown(mem: dict | None, before: dict) -> list[str]:
         m = mem["membership"]
         lines += [
             "Membership inference on the generator's per-note loss (members: the notes adapted "
-            "on; non-members: dev, test and unsampled train notes):",
+            "on; non-members: notes it never saw, from dev and test):",
             "",
             "| attack | members | non-members | AUC | TPR at 1 % FPR |",
             "|---|---|---|---|---|",
@@ -289,8 +289,8 @@ def memorization_markdown(mem: dict | None, before: dict) -> list[str]:
             if name in m:
                 a = m[name]
                 lines.append(
-                    f"| {label} | {a['members']} | {a['non_members']} | {a['auc']:.3f} "
-                    f"| {a['tpr_at_1pct_fpr']:.3f} |"
+                    f"| {label} | {a['members']} | {a['non_members']} | {_fmt(a['auc'])} "
+                    f"| {_fmt(a['tpr_at_1pct_fpr'])} |"
                 )
         lines.append("")
     return lines

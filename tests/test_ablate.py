@@ -68,3 +68,36 @@ def test_the_table_names_the_fixed_settings(tmp_path):
     assert "Every point: x.y=2." in table
     assert "| 0.5 | 40 of 50 | 0.8000 | 0.8000 | 0.6000 | 0.6000 | 0.750 |" in table
     assert (tmp_path / "ablation_annotator_train_fraction.png").is_file()
+
+
+def test_settings_varied_together_and_the_privacy_table(tmp_path):
+    key = "annotator.train_fraction+adapt.data_fraction"
+    assert overrides({key: 0.25}) == ["annotator.train_fraction=0.25", "adapt.data_fraction=0.25"]
+    cfg = load_pipeline_config(SMOKE, overrides({key: 0.25}))
+    assert cfg.annotator["train_fraction"] == cfg.adapt["data_fraction"] == 0.25
+    with pytest.raises(ValueError, match=r"\['adapt.data_fraction'\] are both in grid"):
+        AblateConfig(base=SMOKE, grid={key: [0.5]}, fixed={"adapt.data_fraction": 1}).check()
+
+    cfg = AblateConfig(base=SMOKE, grid={key: [0.25, 1.0]})
+    rows = [
+        {
+            "point": {key: f},
+            **dict.fromkeys(("gold_strict_f1", "gold_token_f1", "synthetic_strict_f1"), 0.9),
+            "synthetic_token_f1": y,
+            "ratio_strict_f1": 1.0,
+            "kept": 40,
+            "notes": 50,
+            "ngram5_recall": recall,
+            "leaked_phi_strings": 3,
+            "notes_dropped": 10,
+            "exposure_median": {"1": 0.5, "16": e16},
+            "canary_secrets_generated": 0,
+            "mia_auc": 0.61,
+        }
+        for f, y, recall, e16 in ((0.25, 0.7, 0.3, 9.5), (1.0, 0.9, 0.12, 4.25))
+    ]
+    write_ablation(tmp_path, cfg, rows)
+    table = (tmp_path / "ablation.md").read_text()
+    assert f"| {key} | 5-gram recall | leaked PHI strings | notes dropped |" in table
+    assert "| 0.25 | 0.300 | 3 | 10 | 0.50 | 9.50 | 0 | 0.610 |" in table
+    assert (tmp_path / "ablation_privacy.png").read_bytes()[:4] == b"\x89PNG"

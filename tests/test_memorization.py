@@ -192,3 +192,50 @@ def test_a_generated_canary_secret_is_dropped_and_refuses_the_release(leaky_gene
         if path.is_file():  # Parquet pages may be compressed: look in the rows
             text = str(pq.read_table(path).to_pylist()) if path.suffix == ".parquet" else None
             assert secret not in (text or path.read_text(errors="replace")), path
+
+
+def test_adaptation_sample_is_the_annotators_and_zero_means_the_base(lm_corpus, tmp_path):
+    """data_fraction picks the notes `ner train`'s train_fraction picks (the paper varies both
+    together); 0 adapts nothing, and the memorization figures are the base model's."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    from sdeid.adapt import adapted_on
+    from sdeid.ner_data import note_role
+    from sdeid.ner_train import NerTrainConfig
+
+    notes = [Note(f"n{i}", "texto", []) for i in range(200)]
+    adapt = AdaptConfig(corpus="-", dev="-", base_model="-", data_fraction=0.25, seed=3)
+    ner = NerTrainConfig(train="-", dev="-", base_model="-", train_fraction=0.25, seed=3)
+    picked = [n.doc_id for n in adapted_on(adapt, notes)]
+    assert picked == [n.doc_id for n in notes if note_role(n.doc_id, ner) == "train"]
+    assert 30 < len(picked) < 70
+    assert len(adapted_on(dataclasses.replace(adapt, data_fraction=0.001), notes[:3])) == 1
+    assert adapted_on(dataclasses.replace(adapt, data_fraction=0), notes) == []
+
+    root, train, dev, base = lm_corpus
+    cfg = dict(
+        corpus=str(train), dev=str(dev), base_model=str(base), data_fraction=0,
+        canaries=1, canary_repeats=[1], canary_candidates=32, membership=True,
+        membership_holdout=str(dev), context_length=64, num_workers=1, cpus_per_worker=1,
+    )  # fmt: skip
+    (tmp_path / "adapt.yaml").write_text(json.dumps(cfg))
+    out = tmp_path / "adapt"
+    run = subprocess.run(
+        [sys.executable, "-m", "sdeid.cli", "adapt", "--config", str(tmp_path / "adapt.yaml")]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    for name in ("config.json", "model.safetensors"):
+        assert (out / "merged" / name).read_bytes() == (base / name).read_bytes()
+    mem = json.loads((out / "memorization.json").read_text())
+    assert [c["candidates"] for c in mem["canaries"]["per_canary"]] == [32]
+    loss = mem["membership"]["loss"]
+    assert loss["members"] == 0 and loss["auc"] is None and loss["non_members"] > 0
+    assert len(canaries.read(out)) == 1

@@ -42,9 +42,11 @@ def tpr_at_fpr(members, non_members, fpr: float = 0.01) -> float:
 
 
 def membership(members, non_members) -> dict:
+    """AUC and TPR at 1 % FPR; None where a side is empty (no adaptation: no members)."""
+    both = len(members) > 0 and len(non_members) > 0
     return {
-        "auc": auc(members, non_members),
-        "tpr_at_1pct_fpr": tpr_at_fpr(members, non_members, 0.01),
+        "auc": auc(members, non_members) if both else None,
+        "tpr_at_1pct_fpr": tpr_at_fpr(members, non_members, 0.01) if both else None,
         "members": len(members),
         "non_members": len(non_members),
     }

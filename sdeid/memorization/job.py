@@ -82,11 +82,11 @@ def membership_inference(model, tokenizer, cfg) -> dict:
     `membership_holdout` and any train notes left out by data_fraction; a lower loss says
     member. Calibrated by the base model's loss (Carlini et al. 2021) when
     `membership_reference` is set: the score is how much adaptation lowered a note's loss."""
+    from sdeid.adapt import adapted_on
     from sdeid.corpus_io import read_corpus
-    from sdeid.ner_train import sample_fraction
 
     train = read_corpus(cfg.corpus)
-    members = sample_fraction(train, cfg.data_fraction, cfg.seed)
+    members = adapted_on(cfg, train)
     taken = {n.doc_id for n in members}
     others = [n for n in train if n.doc_id not in taken] + read_corpus(cfg.dev)
     if cfg.membership_holdout:
