@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, run_ray, toy_notes, two_node_cluster
 
+from sdeid.config import _parse_override
 from sdeid.pipeline import STAGES, load_pipeline_config, run_pipeline
 
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
@@ -181,7 +182,7 @@ def test_smoke_run_on_two_nodes_then_reuse_rerun_ablate_refresh(toy_corpus, tiny
     # everything before the synthetic model is reused, the default point (0.0) is reused whole.
     # (The paper's grids resolve in tests/test_configs.py; one point reruns the annotator.)
     grid = tmp_path / "grid.yaml"
-    fixed = {k: [v] for k, v in (x.split("=", 1) for x in sets[1::2])}
+    fixed = {k: [v] for k, v in (_parse_override(x, "--set") for x in sets[1::2])}
     fixed["synthetic_ner.min_confidence"] = [0.5, 0.0]
     grid.write_text(json.dumps({"base": SMOKE, "grid": fixed}))
     ablate = _sdeid("ablate", "--config", str(grid), "--out", str(out))
