@@ -107,7 +107,7 @@ def test_exposure_and_membership_see_what_the_model_learned(tmp_path):
     planted = canaries.make_canaries(1, (16,), seed=0)
     base = build_llama(tmp_path / "base", texts, "tiny")  # its tokenizer never saw a canary
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(base)
     cfg = AdaptConfig(corpus="-", dev="-", base_model=str(base), canary_candidates=64)
 

@@ -117,8 +117,9 @@ def plant(notes: list, canaries, seed: int) -> list:
 
 
 def write(folder, canaries) -> None:
-    path = Path(folder) / FILE
-    path.write_text(json.dumps([asdict(c) for c in canaries], indent=1))
+    tmp = Path(folder) / f".{FILE}.tmp"  # whole or absent
+    tmp.write_text(json.dumps([asdict(c) for c in canaries], indent=1))
+    tmp.replace(Path(folder) / FILE)
 
 
 def read(folder) -> list[Canary]:

@@ -27,7 +27,9 @@ def measure_generator(cfg, out_dir) -> dict:
         result = ray.get(task(_measure).remote(cfg, str(out_dir)))
     else:
         result = _measure(cfg, str(out_dir))
-    Path(out_dir, FILE).write_text(json.dumps(result, indent=2))
+    tmp = Path(out_dir, f".{FILE}.tmp")  # whole or absent: the audit and the gate read it
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(Path(out_dir, FILE))
     return result
 
 

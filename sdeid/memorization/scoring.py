@@ -65,6 +65,6 @@ def load_lm(path, use_gpu: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = "auto" if use_gpu else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model.to("cuda" if use_gpu else "cpu").eval()
     return model, AutoTokenizer.from_pretrained(path)
