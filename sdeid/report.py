@@ -270,12 +270,21 @@ def memorization_markdown(mem: dict | None, before: dict) -> list[str]:
             f"{before.get('canary_secrets_planted', 0)} secrets were generated verbatim "
             "(those notes are dropped).",
             "",
-            "| copies planted | canaries | exposure median | exposure max |",
-            "|---|---|---|---|",
+            "| copies planted | canaries | exposure median | exposure max "
+            "| fitted median | fitted max |",
+            "|---|---|---|---|---|---|",
         ]
         for r, e in c["by_repeats"].items():
-            lines.append(f"| {r} | {e['canaries']} | {e['median']:.2f} | {e['max']:.2f} |")
-        lines.append("")
+            lines.append(
+                f"| {r} | {e['canaries']} | {e['median']:.2f} | {e['max']:.2f} "
+                f"| {_fmt(e.get('fit_median'), '.1f')} | {_fmt(e.get('fit_max'), '.1f')} |"
+            )
+        lines += [
+            "",
+            "Fitted: -log2 of the chance that a random candidate is as likely as the secret, "
+            "from a normal fit to the candidates' log-likelihoods (reads past log2 R).",
+            "",
+        ]
     if "membership" in mem:
         m = mem["membership"]
         lines += [

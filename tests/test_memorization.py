@@ -24,8 +24,14 @@ def test_attack_figures_on_known_scores():
     assert attacks.auc([2, 0.5], [1, 0]) == 0.75
     non_members = [i / 100 for i in range(100)]  # 1 % FPR lets one through: threshold 0.98
     assert attacks.tpr_at_fpr([0.99, 1.5, 0.5], non_members, 0.01) == pytest.approx(2 / 3)
-    assert attacks.exposure(5.0, [1, 2, 3]) == {"rank": 1, "candidates": 4, "exposure": 2.0}
+    top = attacks.exposure(5.0, [1, 2, 3])
+    assert (top["rank"], top["candidates"], top["exposure"]) == (1, 4, 2.0)
+    assert top["exposure_fit"] > 2.0  # 3.7 sd above the candidates' mean: past log2 R
     assert attacks.exposure(0.0, [1, 2, 3])["exposure"] == 0.0
+    # The fitted exposure: 1 bit at the candidates' mean, finite far in the tail.
+    assert attacks.exposure(2.0, [1, 2, 3])["exposure_fit"] == pytest.approx(1.0)
+    assert attacks._normal_tail_bits(0.0) == pytest.approx(1.0)
+    assert 1154 < attacks._normal_tail_bits(40.0) < 1165  # z^2 / 2 / ln 2 = 1154, and a log
 
 
 FORMATS = {
@@ -116,7 +122,9 @@ def test_exposure_and_membership_see_what_the_model_learned(tmp_path):
     after = canary_exposure(model, tokenizer, planted, cfg)
     assert after["per_canary"][0]["rank"] == 1 and after["max_exposure"] == 6.0  # log2 64
     assert before["max_exposure"] < after["max_exposure"]
-    assert after["by_repeats"]["16"] == {"canaries": 1, "median": 6.0, "max": 6.0}
+    e16 = after["by_repeats"]["16"]
+    assert (e16["canaries"], e16["median"], e16["max"]) == (1, 6.0, 6.0)
+    assert e16["fit_max"] > 6.0  # the fit reads past the ceiling of 64 candidates
 
     loss = note_losses(model, tokenizer, members + others, cfg.context_length)
     k = len(members)

@@ -10,12 +10,28 @@ import numpy as np
 
 def exposure(secret_score: float, other_scores) -> dict:
     """Rank of the secret among all candidates by likelihood (1: the most likely) and its
-    exposure, log2 R - log2 rank: 0 when the secret is no likelier than a random candidate's
-    median, log2 R when it is the likeliest of all R."""
-    others = np.asarray(other_scores)
+    exposure, log2 R - log2 rank: about 1 when the secret is as likely as a median candidate,
+    log2 R (the most this R can show) when it is the likeliest of all.
+
+    `exposure_fit` reads on past that ceiling, as Carlini et al. do by fitting the candidates'
+    distribution: -log2 P(a candidate scores at least the secret's score), with the candidates'
+    log-likelihoods taken as normal."""
+    others = np.asarray(other_scores, float)
     rank = 1 + int((others > secret_score).sum())
     r = len(others) + 1
-    return {"rank": rank, "candidates": r, "exposure": math.log2(r) - math.log2(rank)}
+    out = {"rank": rank, "candidates": r, "exposure": math.log2(r) - math.log2(rank)}
+    if len(others) > 1 and others.std() > 0:
+        out["exposure_fit"] = _normal_tail_bits((secret_score - others.mean()) / others.std())
+    return out
+
+
+def _normal_tail_bits(z: float) -> float:
+    """-log2 P(Z >= z) for a standard normal Z, also far in the tail (where erfc is 0)."""
+    tail = 0.5 * math.erfc(z / math.sqrt(2))
+    if tail > 1e-300:
+        return -math.log2(tail)
+    # Mills ratio: P(Z >= z) ~ phi(z) / z for large z.
+    return (z * z / 2 + math.log(z * math.sqrt(2 * math.pi))) / math.log(2)
 
 
 def auc(members, non_members) -> float:

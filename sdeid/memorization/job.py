@@ -65,10 +65,13 @@ def canary_exposure(model, tokenizer, planted, cfg) -> dict:
     by_repeats = {}
     for r in sorted({row["repeats"] for row in rows}):
         values = [row["exposure"] for row in rows if row["repeats"] == r]
+        fits = [row["exposure_fit"] for row in rows if row["repeats"] == r]
         by_repeats[str(r)] = {
             "canaries": len(values),
             "median": median(values),
             "max": max(values),
+            "fit_median": median(fits) if len(fits) == len(values) else None,
+            "fit_max": max(fits) if len(fits) == len(values) else None,
         }
     return {
         "candidates": cfg.canary_candidates,
