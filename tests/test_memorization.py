@@ -106,7 +106,7 @@ def test_exposure_and_membership_see_what_the_model_learned(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sdeid.causal_lm_init import build_llama
-    from sdeid.memorization.job import canary_exposure, note_losses
+    from sdeid.memorization.job import canary_exposure, membership_figures, note_losses
 
     texts = _sentences(16)
     members, others = texts[::2], texts[1::2]
@@ -118,6 +118,7 @@ def test_exposure_and_membership_see_what_the_model_learned(tmp_path):
     cfg = AdaptConfig(corpus="-", dev="-", base_model=str(base), canary_candidates=64)
 
     before = canary_exposure(model, tokenizer, planted, cfg)
+    base_loss = note_losses(model, tokenizer, members + others, cfg.context_length)
     _train(model, tokenizer, members + [planted[0].text()] * 4, steps=120)
     after = canary_exposure(model, tokenizer, planted, cfg)
     assert after["per_canary"][0]["rank"] == 1 and after["max_exposure"] == 6.0  # log2 64
@@ -128,8 +129,10 @@ def test_exposure_and_membership_see_what_the_model_learned(tmp_path):
 
     loss = note_losses(model, tokenizer, members + others, cfg.context_length)
     k = len(members)
-    figures = attacks.membership(-loss[:k], -loss[k:])
-    assert figures["auc"] > 0.9 and figures["members"] == k
+    figures = membership_figures(loss, k, base_loss)  # the untrained model as the reference
+    assert figures["loss"]["auc"] > 0.9 and figures["loss"]["members"] == k
+    assert figures["calibrated"]["auc"] > 0.9 and figures["calibrated"]["non_members"] == k
+    assert figures["member_loss_median"] < figures["non_member_loss_median"]
     # A note longer than the context is scored in chunks: the same mean loss, near enough.
     long = " ".join(members)
     whole = note_losses(model, tokenizer, [long], 4096)[0]

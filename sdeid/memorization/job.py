@@ -34,6 +34,7 @@ def measure_generator(cfg, out_dir) -> dict:
 
 
 def _measure(cfg, out_dir: str) -> dict:
+    import gc
     import time
 
     import torch
@@ -47,7 +48,19 @@ def _measure(cfg, out_dir: str) -> dict:
     if planted:
         result["canaries"] = canary_exposure(model, tokenizer, planted, cfg)
     if cfg.membership:
-        result["membership"] = membership_inference(model, tokenizer, cfg)
+        members, others = membership_notes(cfg)
+        texts = [n.text for n in members + others]
+        loss = note_losses(model, tokenizer, texts, cfg.context_length)
+        # One model at a time: a 6B generator and its base do not both fit a 24 GB GPU.
+        del model
+        gc.collect()
+        if cfg.use_gpu:
+            torch.cuda.empty_cache()
+        base_loss = None
+        if cfg.membership_reference:
+            base, base_tokenizer = scoring.load_lm(cfg.base_model, cfg.use_gpu)
+            base_loss = note_losses(base, base_tokenizer, texts, cfg.context_length)
+        result["membership"] = membership_figures(loss, len(members), base_loss)
     result["measure_s"] = time.time() - t0
     return result
 
@@ -82,11 +95,9 @@ def canary_exposure(model, tokenizer, planted, cfg) -> dict:
     }
 
 
-def membership_inference(model, tokenizer, cfg) -> dict:
-    """The loss attack (Yeom et al. 2018): members are the notes adapted on, non-members dev,
-    `membership_holdout` and any train notes left out by data_fraction; a lower loss says
-    member. Calibrated by the base model's loss (Carlini et al. 2021) when
-    `membership_reference` is set: the score is how much adaptation lowered a note's loss."""
+def membership_notes(cfg) -> tuple[list, list]:
+    """(members, non-members): the notes adapted on; dev, `membership_holdout` and any train
+    notes data_fraction left out."""
     from sdeid.adapt import adapted_on
     from sdeid.corpus_io import read_corpus
 
@@ -96,17 +107,21 @@ def membership_inference(model, tokenizer, cfg) -> dict:
     others = [n for n in train if n.doc_id not in taken] + read_corpus(cfg.dev)
     if cfg.membership_holdout:
         others += read_corpus(cfg.membership_holdout)
-    texts = [n.text for n in members] + [n.text for n in others]
-    loss = note_losses(model, tokenizer, texts, cfg.context_length)
-    k = len(members)
+    return members, others
+
+
+def membership_figures(loss, n_members: int, base_loss=None) -> dict:
+    """The loss attack (Yeom et al. 2018): a lower loss says member. Calibrated by the base
+    model's loss (Carlini et al. 2021) when given: the score is how much adaptation lowered a
+    note's loss, so notes that are easy for any model stop looking like members."""
+    k = n_members
     result = {
         "loss": attacks.membership(-loss[:k], -loss[k:]),
-        "member_loss_median": float(np.median(loss[:k])),
-        "non_member_loss_median": float(np.median(loss[k:])),
+        "member_loss_median": median(loss[:k]) if k else None,
+        "non_member_loss_median": median(loss[k:]) if len(loss) > k else None,
     }
-    if cfg.membership_reference:
-        base, base_tokenizer = scoring.load_lm(cfg.base_model, cfg.use_gpu)
-        drop = note_losses(base, base_tokenizer, texts, cfg.context_length) - loss
+    if base_loss is not None:
+        drop = base_loss - loss
         result["calibrated"] = attacks.membership(drop[:k], drop[k:])
     return result
 

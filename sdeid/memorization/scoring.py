@@ -15,7 +15,7 @@ def token_ids(tokenizer, texts) -> list[list[int]]:
     return tokenize_documents(tokenizer, texts)  # <s> text </s>, as in training
 
 
-def logprob_sums(model, seqs: list[list[int]], context: int, batch_tokens: int = 16384):
+def logprob_sums(model, seqs: list[list[int]], context: int, batch_tokens: int = 8192):
     """(sum of log p(token | before) over each sequence's predicted tokens, their number)."""
     chunks, owner = [], []
     for i, ids in enumerate(seqs):
