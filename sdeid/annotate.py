@@ -30,7 +30,8 @@ class AnnotateConfig:
     """Drop predicted spans whose confidence is below this."""
     dtype: str = "float32"
     """Model weights' type: bfloat16 is faster on CPUs with AVX512-BF16 (2x on MEDDOCAN test, same
-    F1) and on GPUs."""
+    F1) and on GPUs, far slower on CPUs without it; `auto` takes bfloat16 where the annotator's
+    device has it natively, else float32 (sdeid.hardware)."""
     sample_brat: int = 20
     """Also export this many annotated notes as BRAT for inspection (0: none)."""
 
@@ -40,8 +41,10 @@ class AnnotateConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.min_score < 1:
             raise ValueError(f"min_score must be in [0, 1), got {self.min_score}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype not in ("float32", "bfloat16", "float16", "auto"):
+            raise ValueError(
+                f"dtype must be float32, bfloat16, float16 or auto, got {self.dtype!r}"
+            )
 
 
 class NerAnnotator:
@@ -60,13 +63,14 @@ class NerAnnotator:
     ):
         import torch
 
+        from sdeid.hardware import resolve_dtype
         from sdeid.ner_predict import NerTagger
 
         if not use_gpu:
             torch.set_num_threads(max(1, threads))
-        self.tagger = NerTagger(
-            model_dir, max_length, stride, device="cuda" if use_gpu else "cpu", dtype=dtype
-        )
+        device = "cuda" if use_gpu else "cpu"
+        dtype = resolve_dtype(dtype, use_gpu)  # here: the actor's node, not the driver's
+        self.tagger = NerTagger(model_dir, max_length, stride, device=device, dtype=dtype)
         self.name, self.min_score = name, min_score
 
     def __call__(self, batch):

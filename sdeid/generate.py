@@ -69,7 +69,9 @@ class GenerateConfig:
     on a machine given to one engine, naming its cores ("0-1") ran 1.75k instead of 1.0k
     tokens/s on 2 cores. "nobind": no pinning."""
     dtype: str = "float32"
-    """bfloat16 is faster on CPUs with AVX512-BF16 (1.25x measured on this machine)."""
+    """bfloat16 is faster on CPUs with AVX512-BF16 (1.25x measured there), far slower on CPUs
+    without it. `auto`: bfloat16 where the driver's device has it natively, else float32
+    (sdeid.hardware; not vLLM's own `auto`, the checkpoint's dtype)."""
     hf_batch_size: int = 16
     min_chars: int = 100
     """Clean-up: drop notes shorter than this."""
@@ -162,10 +164,11 @@ def vllm_generate(
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     from sdeid.engine_errors import bound_restarts, engine_failure, engine_logging
+    from sdeid.hardware import resolve_dtype
 
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     engine_kwargs = dict(
-        dtype=cfg.dtype,
+        dtype=resolve_dtype(cfg.dtype, cfg.use_gpu),
         max_model_len=max_model_len,
         max_num_seqs=cfg.max_num_seqs,
         enable_prefix_caching=cfg.enable_prefix_caching,
@@ -273,10 +276,13 @@ def hf_generate(cfg: GenerateConfig, model_dir: str, rows, max_model_len: int, a
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from sdeid.hardware import resolve_dtype
+
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.padding_side = "left"
     device = "cuda" if cfg.use_gpu else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=cfg.dtype).eval()
+    dtype = resolve_dtype(cfg.dtype, cfg.use_gpu)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
     if adapter_dir is not None:
         from peft import PeftModel
 

@@ -63,7 +63,8 @@ class NerTrainConfig:
     precision: str = "fp32"
     """fp32, or bf16: mixed precision, the forward pass under torch.autocast in bfloat16 with
     weights, gradients and optimizer state in float32 (as `adapt`'s bf16 under DDP). Faster on
-    GPUs and on CPUs with AVX512-BF16 (benchmarks/results/ner_precision.md)."""
+    GPUs and on CPUs with AVX512-BF16 (benchmarks/results/ner_precision.md), far slower on CPUs
+    without it; `auto` takes bf16 where the worker's device has it natively (sdeid.hardware)."""
     max_steps: int | None = None
     """Stop each epoch after this many optimizer steps (a benchmark's fixed amount of training);
     None: every epoch in full."""
@@ -87,8 +88,8 @@ class NerTrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ValueError(f"max_steps must be positive, got {self.max_steps}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.discontinuous not in ("split", "refuse"):
@@ -149,6 +150,8 @@ class _Run:
     optimizer: object
     scheduler: object
     steps_per_epoch: int
+    bf16: bool = False
+    """Autocast in bfloat16: `precision` bf16, or auto where this worker has it natively."""
     start_epoch: int = 0
     best_f1: float = -1.0
     history: list = field(default_factory=list)
@@ -177,6 +180,7 @@ def _set_up(cfg: NerTrainConfig, train_windows: int) -> _Run:
     )
 
     from sdeid.bio import bio_label_names
+    from sdeid.hardware import resolve_precision
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -213,7 +217,10 @@ def _set_up(cfg: NerTrainConfig, train_windows: int) -> _Run:
         optimizer,
         scheduler,
         steps_per_epoch,
+        bf16=resolve_precision(cfg.precision, cfg.use_gpu) == "bf16",
     )
+    if rank == 0 and cfg.precision == "auto":
+        print(f"[ner] precision auto: {'bf16' if run.bf16 else 'fp32'} on this device", flush=True)
     resume = ray.train.get_checkpoint()
     if resume is not None:
         with resume.as_directory() as d:
@@ -264,7 +271,7 @@ def _train_epoch(cfg: NerTrainConfig, run: _Run, epoch: int) -> dict:
         local_shuffle_seed=cfg.seed * 1000 + epoch,
     ):
         ids, labels, mask = _batch_tensors(batch, run.tokenizer.pad_token_id, run.device)
-        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
             loss = run.model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
