@@ -29,7 +29,7 @@ def test_defaults_and_overrides(tmp_path):
         (BASE + "epochs: three\n", r"c.yaml: epochs: expected int, got str 'three'"),
         (BASE + "epochs: 0\n", r"c.yaml: epochs must be positive, got 0"),
         (BASE + "train_fraction: 1.5\n", r"train_fraction must be in \(0, 1\]"),
-        (BASE + "precision: fp16\n", r"c.yaml: precision must be fp32 or bf16, got 'fp16'"),
+        (BASE + "precision: fp16\n", r"c.yaml: precision must be fp32, bf16 or auto, got 'fp16'"),
         ("train: a\n", r"c.yaml: missing required key\(s\) \['base_model'\]"),
         (BASE + "labels: FECHAS\n", r"labels: expected a list"),
         ("- a\n- b\n", r"expected a mapping of settings"),
