@@ -11,14 +11,14 @@ from __future__ import annotations
 import sys
 
 
-def task_runner(num_cpus: float = 1):
+def task_runner(num_cpus: float = 1, num_gpus: float = 0):
     """run(fn, [args, ...]) -> [fn(*args), ...], in order."""
     ray = sys.modules.get("ray")  # not imported: this job does not run on Ray
     if ray is None or not ray.is_initialized():
         return lambda fn, calls: [fn(*args) for args in calls]
 
     def run(fn, calls):
-        remote = ray.remote(num_cpus=num_cpus)(fn)
+        remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(fn)
         try:
             return ray.get([remote.remote(*args) for args in calls])
         except ray.exceptions.RayTaskError as e:

@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from sdeid.memorization import attacks, canaries, scoring
+from sdeid.tasks import task_runner
 
 FILE = "memorization.json"
 
 
 def measure_generator(cfg, out_dir) -> dict:
     """cfg: the AdaptConfig the generator in out_dir/merged was adapted with."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        task = ray.remote(num_cpus=cfg.cpus_per_worker, num_gpus=1 if cfg.use_gpu else 0)
-        result = ray.get(task(_measure).remote(cfg, str(out_dir)))
-    else:
-        result = _measure(cfg, str(out_dir))
+    run = task_runner(cfg.cpus_per_worker, 1 if cfg.use_gpu else 0)
+    [result] = run(_measure, [(cfg, str(out_dir))])
     tmp = Path(out_dir, f".{FILE}.tmp")  # whole or absent: the audit and the gate read it
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(Path(out_dir, FILE))
