@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sdeid.tasks import task_runner
+from sdeid.tasks import shared, task_runner
 
 # A note's plan order: its shard's index in the high bits, its row in the shard in the low.
 ROW_BITS = 32
@@ -30,11 +30,14 @@ def clean_shards(cfg, store, clean_dir: Path) -> dict:
 
     signed = run(_sign, [(store.folder, i, m, work, rules) for i, m in done])
     files = [f for f, _, _ in signed]
-    exact = groups.exact_duplicates(files)
+    # The group-bys read a column of every note, so they are tasks too: the driver holds only
+    # what they return, the duplicates and the candidate buckets.
+    (exact,) = run(groups.exact_duplicates, [(files,)])
     near = np.zeros(0, np.int64)
     if cfg.near_dup_threshold > 0:
         bands, _ = bands_for(cfg.near_dup_threshold)
-        buckets = run(groups.band_buckets, [(files, b, exact) for b in range(bands)])
+        exclude = shared(exact)
+        buckets = run(groups.band_buckets, [(files, b, exclude) for b in range(bands)])
         near = groups.near_duplicates([m for per_band in buckets for m in per_band])
     removed = {index: set() for index, _ in done}
     for order in np.concatenate([exact, near]).tolist():
