@@ -77,6 +77,35 @@ def audit_inputs(tmp_path):
     return tmp_path / "syn", private, ref
 
 
+def test_tally_of_similarities_gives_the_sorted_list_figures_in_bounded_memory():
+    """The nearest-note figures come from counts per Jaccard estimate (at most num_perm + 1
+    keys), merged across shards, and equal those of the sorted list of every note's value."""
+    import random
+
+    from sdeid.audit.tally import Tally
+
+    rng = random.Random(0)
+    sims = [rng.randrange(129) / 128 for _ in range(1001)]
+    shards = [Tally(), Tally(), Tally()]
+    for i, sim in enumerate(sims):
+        row = {"phi_leaked": 0, "flagged": False, "nearest_jaccard": sim}
+        shards[i % 3].add({"ngram_hits": {}, "ngram_total": {}, "found": set(), "row": row})
+    total = Tally()
+    for t in shards:
+        total.merge(t)
+    assert len(total.similarities) <= 129
+    figures = total.summary(type("Index", (), {"phi": {}, "generic": {}})(), (3,))
+    ordered = sorted(sims)
+    assert figures["nearest_jaccard"] == {
+        "median": ordered[len(ordered) // 2],
+        "p95": ordered[int(len(ordered) * 0.95)],
+        "max": ordered[-1],
+    }
+    assert Tally().summary(type("Index", (), {"phi": {}, "generic": {}})(), (3,))[
+        "nearest_jaccard"
+    ] == {"median": None, "p95": None, "max": None}
+
+
 def test_audit_command_filters_flagged_notes_and_measures_again(audit_inputs, tmp_path):
     syn, private, ref = audit_inputs
     cfg = tmp_path / "audit.yaml"

@@ -18,8 +18,10 @@ class Tally:
     """Distinct private PHI strings (word sequences) found."""
     notes_with_leaks: int = 0
     notes_flagged: int = 0
-    similarities: list = field(default_factory=list)
-    """Each note's Jaccard estimate to its nearest private note."""
+    similarities: Counter = field(default_factory=Counter)
+    """How many notes have each Jaccard estimate to their nearest private note. An estimate is
+    a share of num_perm hash values, so there are at most num_perm + 1 keys, whatever the
+    number of notes: the driver's tally does not grow with the corpus."""
 
     def add(self, note: dict) -> None:
         """One audited note (sdeid.audit.notes.audit_note)."""
@@ -29,7 +31,7 @@ class Tally:
         self.found.update(note["found"])
         self.notes_with_leaks += note["row"]["phi_leaked"] > 0
         self.notes_flagged += note["row"]["flagged"]
-        self.similarities.append(note["row"]["nearest_jaccard"])
+        self.similarities[note["row"]["nearest_jaccard"]] += 1
 
     def merge(self, other: Tally) -> Tally:
         self.notes += other.notes
@@ -38,12 +40,11 @@ class Tally:
         self.found |= other.found
         self.notes_with_leaks += other.notes_with_leaks
         self.notes_flagged += other.notes_flagged
-        self.similarities += other.similarities
+        self.similarities.update(other.similarities)
         return self
 
     def summary(self, index, ngram_sizes) -> dict:
         leaked = {k for k in self.found if not index.generic[k]}
-        sims = sorted(self.similarities)
         total = self.ngram_total
         return {
             "notes": self.notes,
@@ -58,14 +59,23 @@ class Tally:
             "phi_found_by_label": _by_label(index, self.found),
             "notes_with_leaks": self.notes_with_leaks,
             "nearest_jaccard": {
-                "median": sims[len(sims) // 2] if sims else None,
-                "p95": sims[int(len(sims) * 0.95)] if sims else None,
-                "max": sims[-1] if sims else None,
+                "median": _nth(self.similarities, self.notes // 2),
+                "p95": _nth(self.similarities, int(self.notes * 0.95)),
+                "max": max(self.similarities, default=None),
             },
             "notes_flagged": self.notes_flagged,
             "canary_secrets_planted": sum(v["label"] == CANARY for v in index.phi.values()),
             "canary_secrets_found": sum(index.phi[k]["label"] == CANARY for k in self.found),
         }
+
+
+def _nth(counts: Counter, n: int):
+    """The n-th smallest value (from 0) of the values counted, or None when there are none."""
+    for value in sorted(counts):
+        n -= counts[value]
+        if n < 0:
+            return value
+    return None
 
 
 def _by_label(index, keys) -> dict:
