@@ -113,7 +113,12 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
         if written != n_notes:
             raise RuntimeError(f"annotation returned {written} of {n_notes} notes")
     elapsed = time.time() - t0
-    n_notes, n_spans = _count(dst)
+    # Counted in a task per shard (in order, in this process, when nothing ran on Ray): the
+    # driver never decodes a span, whatever the corpus size.
+    shard_counts = task_runner(WRITER_CPUS)(
+        _shard_counts, [(dst.folder, i, m) for i, m in sorted(dst.done().items())]
+    )
+    n_notes, n_spans = (sum(c[k] for c in shard_counts) for k in (0, 1))
     if cfg.sample_brat:  # from the first shard: a person looks at a few notes, not all
         first, marker = min(dst.done().items())
         sample = dst.read(first, marker).slice(0, cfg.sample_brat)
@@ -147,16 +152,14 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
     return counts
 
 
-def _count(store) -> tuple[int, int]:
-    """(notes, spans) over every shard, by Arrow compute on the spans column alone."""
+def _shard_counts(folder, index: int, marker: dict) -> tuple[int, int]:
+    """(notes, spans) of one annotated shard, by Arrow compute on its spans column alone."""
     import pyarrow.compute as pc
 
-    notes = spans = 0
-    for index, marker in sorted(store.done().items()):
-        column = store.read(index, marker, columns=["spans"])["spans"]
-        notes += len(column)
-        spans += pc.sum(pc.list_value_length(column)).as_py() or 0
-    return notes, spans
+    from sdeid.shard_store import ShardStore
+
+    column = ShardStore(folder).read(index, marker, columns=["spans"])["spans"]
+    return len(column), pc.sum(pc.list_value_length(column)).as_py() or 0
 
 
 def _read_parts(shards: list[int], rows: dict, annotators: int, batch_size: int) -> list:
