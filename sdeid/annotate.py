@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sdeid.shard_writer import WINDOW_BATCHES
+
 
 @dataclass(frozen=True)
 class AnnotateConfig:
@@ -34,9 +36,12 @@ class AnnotateConfig:
     device has it natively, else float32 (sdeid.hardware)."""
     sample_brat: int = 20
     """Also export this many annotated notes as BRAT for inspection (0: none)."""
+    window_batches: int = WINDOW_BATCHES
+    """Batches in one Ray Data run: a bigger corpus is tagged in consecutive runs of whole
+    shards, so the driver's memory stays bounded (sdeid.shard_writer.WINDOW_BATCHES)."""
 
     def check(self):
-        for name in ("annotators", "batch_size", "max_length"):
+        for name in ("annotators", "batch_size", "max_length", "window_batches"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.min_score < 1:

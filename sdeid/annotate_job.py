@@ -5,7 +5,8 @@ Output folder:
   sample_brat/      a few annotated notes as BRAT, for a person to look at
   _manifest.json    config, lineage (the generate and ner_train manifests), counts, timings
 Input shards are verified against their checksums; a shard damaged after it was written is
-refused by name.
+refused by name. A corpus of more than `window_batches` batches is tagged in consecutive Ray
+Data runs of whole shards (sdeid.shard_writer.shard_windows).
 """
 
 from __future__ import annotations
@@ -53,14 +54,11 @@ def resolve_inputs(cfg: AnnotateConfig):
 
 
 def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -> dict:
-    import ray
-
-    from sdeid.annotate import annotate_dataset
     from sdeid.brat import write_brat
     from sdeid.parquet_io import table_to_notes
     from sdeid.ray_env import init_ray
     from sdeid.shard_store import ShardStore, shard_name
-    from sdeid.shard_writer import WRITER_CPUS, write_shards
+    from sdeid.shard_writer import WRITER_CPUS, shard_windows
     from sdeid.tasks import task_runner
 
     cfg = dataclasses.replace(cfg, notes=absolute(cfg.notes), model=absolute(cfg.model))
@@ -90,26 +88,21 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
     first_shard_s = None  # actor start + model load + the first shard tagged and written
     if todo:
         n_notes = sum(expected[i] for i in todo)
-        parts = _read_parts(todo, expected, cfg.annotators, cfg.batch_size)
-        ds = ray.data.from_items(parts, override_num_blocks=len(parts))
-        ds = ds.map_batches(
-            partial(_read_part, src.folder, {i: markers[i] for i in todo}),
-            batch_format="pyarrow",
-            batch_size=1,
-            num_cpus=WRITER_CPUS,
-        )
-        ds = annotate_dataset(ds, cfg, str(model_dir), name)
-        sizes = {i: expected[i] for i in todo}
-        for s in write_shards(ds, dst.folder, sizes, _annotated_table, "_shard").iter_rows():
-            first_shard_s = first_shard_s or time.time() - t0
-            if s["error"]:
-                raise NoteError(s["error"])
-            written += s["rows"]
-            print(
-                f"[annotate] {shard_name(s['shard'])} done: {written}/{n_notes} notes, "
-                f"{written / (time.time() - t0):.1f} notes/s",
-                flush=True,
-            )
+        # Consecutive Ray Data runs of whole shards: the driver's record of blocks is a run's.
+        windows = shard_windows(todo, expected, cfg.window_batches * cfg.batch_size)
+        for k, window in enumerate(windows, 1):
+            if len(windows) > 1:
+                print(f"[annotate] Ray Data run {k} of {len(windows)}", flush=True)
+            for s in _annotate_window(cfg, src, markers, window, expected, dst, model_dir, name):
+                first_shard_s = first_shard_s or time.time() - t0
+                if s["error"]:
+                    raise NoteError(s["error"])
+                written += s["rows"]
+                print(
+                    f"[annotate] {shard_name(s['shard'])} done: {written}/{n_notes} notes, "
+                    f"{written / (time.time() - t0):.1f} notes/s",
+                    flush=True,
+                )
         if written != n_notes:
             raise RuntimeError(f"annotation returned {written} of {n_notes} notes")
     elapsed = time.time() - t0
@@ -150,6 +143,26 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
         },
     )
     return counts
+
+
+def _annotate_window(cfg, src, markers, shards, rows, dst, model_dir, name):
+    """One Ray Data run: read `shards`, tag them, write them; yields a summary per shard."""
+    import ray
+
+    from sdeid.annotate import annotate_dataset
+    from sdeid.shard_writer import WRITER_CPUS, write_shards
+
+    parts = _read_parts(shards, rows, cfg.annotators, cfg.batch_size)
+    ds = ray.data.from_items(parts, override_num_blocks=len(parts))
+    ds = ds.map_batches(
+        partial(_read_part, src.folder, {i: markers[i] for i in shards}),
+        batch_format="pyarrow",
+        batch_size=1,
+        num_cpus=WRITER_CPUS,
+    )
+    ds = annotate_dataset(ds, cfg, str(model_dir), name)
+    sizes = {i: rows[i] for i in shards}
+    yield from write_shards(ds, dst.folder, sizes, _annotated_table, "_shard").iter_rows()
 
 
 def _shard_counts(folder, index: int, marker: dict) -> tuple[int, int]:

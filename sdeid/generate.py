@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sdeid.shard_writer import WINDOW_BATCHES
+
 
 @dataclass(frozen=True)
 class GenerateConfig:
@@ -60,6 +62,10 @@ class GenerateConfig:
     """Samples of one prompt share its prefix: cache it."""
     batch_size: int = 64
     """Rows per Ray Data batch sent to an engine."""
+    window_batches: int = WINDOW_BATCHES
+    """Batches in one Ray Data run: a bigger plan is generated in consecutive runs of whole
+    shards, each starting its engines anew, so the driver's memory stays bounded
+    (sdeid.shard_writer.WINDOW_BATCHES)."""
     use_gpu: bool = False
     cpus_per_engine: float = 1.0
     kv_cache_gib: int = 1
@@ -98,6 +104,7 @@ class GenerateConfig:
             "engine_replicas",
             "max_num_seqs",
             "batch_size",
+            "window_batches",
             "hf_batch_size",
             "prompt_words",
         ):

@@ -18,6 +18,11 @@ from __future__ import annotations
 
 SUMMARY = {"shard": "int64", "rows": "int64", "tokens": "int64", "error": "string"}
 WRITER_CPUS = 0.1  # Parquet writes: a little CPU; must not hold a core an engine needs
+WINDOW_BATCHES = 4096
+"""Batches in one Ray Data run of a streaming stage. Ray Data keeps a record of every block it
+made in the driver until the run ends (MapOperator._output_blocks_stats, Ray 2.60), about 25 KB
+a batch over annotate's operators: a stage of millions of notes runs as consecutive runs of
+whole shards, each starting its actors anew (annotators reload the tagger, engines the LLM)."""
 
 
 class ShardWriter:
@@ -79,3 +84,17 @@ def write_shards(ds, folder, sizes: dict, make_table, key: str = "shard"):
         compute=ActorPoolStrategy(size=1),
         num_cpus=WRITER_CPUS,
     )
+
+
+def shard_windows(shards: list[int], rows: dict, max_rows: int) -> list[list[int]]:
+    """`shards` in order, cut into consecutive runs of at most `max_rows` rows (a shard
+    bigger than that is a run alone): one Ray Data run each, so the driver's record of blocks
+    is bounded by a run, not by the corpus."""
+    windows, current, size = [], [], 0
+    for index in shards:
+        if current and size + rows[index] > max_rows:
+            windows.append(current)
+            current, size = [], 0
+        current.append(index)
+        size += rows[index]
+    return windows + [current] if current else windows

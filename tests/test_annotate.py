@@ -62,6 +62,39 @@ def test_actor_pool_tags_every_shard_and_resumes(annotator, tmp_path):
     assert pq.read_table(out / "shards").num_rows == 12
 
 
+def test_a_corpus_bigger_than_a_run_is_tagged_in_runs_of_whole_shards(annotator, tmp_path):
+    """window_batches bounds a Ray Data run (its driver keeps a record of every block until the
+    run ends): 3 shards of 4 notes at 2 notes a batch and 2 batches a run are 3 runs, whose
+    shards hold exactly what one run writes."""
+    one_cfg = _config(annotator, annotators=1)  # one actor a run: each run starts its own
+    one = _sdeid("annotate", "--config", str(one_cfg), "--out", str(tmp_path / "one"))
+    cfg = _config(annotator, annotators=1, window_batches=2)
+    runs = _sdeid("annotate", "--config", str(cfg), "--out", str(tmp_path / "runs"))
+    assert one.returncode == 0 and runs.returncode == 0, (one.stderr + runs.stderr)[-3000:]
+    assert "Ray Data run 3 of 3" in runs.stdout and "Ray Data run" not in one.stdout
+    for index in range(3):
+        name = f"shard-{index:05d}.parquet"
+        a, b = (pq.read_table(tmp_path / r / "shards" / name).to_pylist() for r in ("runs", "one"))
+        assert [r["doc_id"] for r in a] == [r["doc_id"] for r in b]
+        # Batches are cut differently, so padding differs: same spans, scores to float noise.
+        for x, y in zip(a, b, strict=True):
+            assert [(s["start"], s["end"], s["label"]) for s in x["spans"]] == [
+                (s["start"], s["end"], s["label"]) for s in y["spans"]
+            ]
+            assert [s["score"] for s in x["spans"]] == pytest.approx(
+                [s["score"] for s in y["spans"]], abs=1e-4
+            )
+
+
+def test_shard_windows_are_consecutive_whole_shards():
+    from sdeid.shard_writer import shard_windows
+
+    rows = {0: 4, 1: 4, 2: 10, 3: 1, 4: 3}
+    assert shard_windows([0, 1, 2, 3, 4], rows, 8) == [[0, 1], [2], [3, 4]]
+    assert shard_windows([1, 3], rows, 100) == [[1, 3]]
+    assert shard_windows([], rows, 8) == []
+
+
 def test_encoder_without_head_is_refused(annotator, tiny_bert, tmp_path):
     run = _sdeid(
         "annotate",
