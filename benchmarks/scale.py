@@ -38,21 +38,29 @@ MEDDOCAN_TRAIN = ROOT.parent / "shared" / "data" / "meddocan" / "train"
 
 
 class MemoryWatch:
-    """Peak RSS of this process and of every Ray worker under it, sampled in a thread."""
+    """Peak RSS of this process and of every Ray worker under it, sampled in a thread, and the
+    driver's RSS over time (a point every `timeline_every` s): a peak that grows with the notes
+    must be told from one reached early and held."""
 
-    def __init__(self, every: float = 0.2):
+    def __init__(self, every: float = 0.2, timeline_every: float = 5.0):
         import psutil
 
-        self.me, self.every = psutil.Process(), every
+        self.me, self.every, self.timeline_every = psutil.Process(), every, timeline_every
         self.driver, self.workers = 0, {}
+        self.timeline: list[tuple[float, float]] = []  # (seconds, driver MB)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         import psutil
 
+        start = time.time()
         while not self._stop.is_set():
-            self.driver = max(self.driver, self.me.memory_info().rss)
+            rss = self.me.memory_info().rss
+            self.driver = max(self.driver, rss)
+            now = time.time() - start
+            if not self.timeline or now - self.timeline[-1][0] >= self.timeline_every:
+                self.timeline.append((round(now, 1), round(rss / 2**20, 1)))
             for p in self.me.children(recursive=True):
                 try:
                     if p.cmdline()[:1] and p.cmdline()[0].startswith("ray::"):
@@ -174,6 +182,7 @@ def run_stage(stage: str, notes: Path, out: Path, cpus: int) -> dict:
         "driver_peak_mb": mem.driver / 2**20,
         "worker_peak_mb": max(mem.workers.values(), default=0) / 2**20,
         "workers_seen": len(mem.workers),
+        "driver_timeline_mb": mem.timeline,
         "counts": counts,
     }
 
@@ -215,6 +224,24 @@ def render(results: list[dict]) -> str:
             f"| {max(r['driver_peak_mb']):.0f} | {max(r['worker_peak_mb']):.0f} "
             f"| {r['workers_seen']} |"
         )
+    timed = [r for r in results if r.get("driver_timeline_mb")]
+    if timed:
+        lines += [
+            "",
+            "The driver's resident memory through the run (last run; sampled every 5 s): flat",
+            "after the start means the driver holds nothing per note or per shard.",
+            "",
+            "| stage | notes | cores | MB at 10 % | 25 % | 50 % | 75 % | end | peak |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(timed, key=lambda r: (r["stage"], r["cpus"], r["notes"])):
+            tl = r["driver_timeline_mb"]
+            at = [_at(tl, f) for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
+            lines.append(
+                f"| {r['stage']} | {r['notes']:,} | {r['cpus']} | "
+                + " | ".join(f"{mb:.0f}" for mb in at)
+                + f" | {max(mb for _, mb in tl):.0f} |"
+            )
     ner = sorted((r for r in results if r["stage"] == "ner"), key=lambda r: r["notes"])
     if ner:
         lines += [
@@ -235,6 +262,12 @@ def render(results: list[dict]) -> str:
                 f"| {c['dev_notes_per_worker']} | {c['worker_peak_rss_mb']} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _at(timeline: list, fraction: float) -> float:
+    """The driver's MB at the last sample before `fraction` of the run's time."""
+    end = timeline[-1][0]
+    return [mb for t, mb in timeline if t <= fraction * end][-1]
 
 
 def main():
@@ -263,6 +296,7 @@ def main():
                     "driver_peak_mb": [x["driver_peak_mb"] for x in runs],
                     "worker_peak_mb": [x["worker_peak_mb"] for x in runs],
                     "workers_seen": runs[-1]["workers_seen"],
+                    "driver_timeline_mb": runs[-1]["driver_timeline_mb"],
                     "counts": runs[-1]["counts"],
                 }
                 results[(stage, n, cpus)] = r
