@@ -58,7 +58,7 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
     from sdeid.parquet_io import table_to_notes
     from sdeid.ray_env import init_ray
     from sdeid.shard_store import ShardStore, shard_name
-    from sdeid.shard_writer import WRITER_CPUS, shard_windows
+    from sdeid.shard_writer import WRITER_CPUS, in_windows
     from sdeid.tasks import task_runner
 
     cfg = dataclasses.replace(cfg, notes=absolute(cfg.notes), model=absolute(cfg.model))
@@ -89,20 +89,18 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
     if todo:
         n_notes = sum(expected[i] for i in todo)
         # Consecutive Ray Data runs of whole shards: the driver's record of blocks is a run's.
-        windows = shard_windows(todo, expected, cfg.window_batches * cfg.batch_size)
-        for k, window in enumerate(windows, 1):
-            if len(windows) > 1:
-                print(f"[annotate] Ray Data run {k} of {len(windows)}", flush=True)
-            for s in _annotate_window(cfg, src, markers, window, expected, dst, model_dir, name):
-                first_shard_s = first_shard_s or time.time() - t0
-                if s["error"]:
-                    raise NoteError(s["error"])
-                written += s["rows"]
-                print(
-                    f"[annotate] {shard_name(s['shard'])} done: {written}/{n_notes} notes, "
-                    f"{written / (time.time() - t0):.1f} notes/s",
-                    flush=True,
-                )
+        window = partial(_annotate_window, cfg, src, markers, expected, dst, model_dir, name)
+        max_rows = cfg.window_batches * cfg.batch_size
+        for s in in_windows("annotate", todo, expected, max_rows, window):
+            first_shard_s = first_shard_s or time.time() - t0
+            if s["error"]:
+                raise NoteError(s["error"])
+            written += s["rows"]
+            print(
+                f"[annotate] {shard_name(s['shard'])} done: {written}/{n_notes} notes, "
+                f"{written / (time.time() - t0):.1f} notes/s",
+                flush=True,
+            )
         if written != n_notes:
             raise RuntimeError(f"annotation returned {written} of {n_notes} notes")
     elapsed = time.time() - t0
@@ -145,7 +143,7 @@ def run_annotate(cfg: AnnotateConfig, out_dir, ray_address: str | None = None) -
     return counts
 
 
-def _annotate_window(cfg, src, markers, shards, rows, dst, model_dir, name):
+def _annotate_window(cfg, src, markers, rows, dst, model_dir, name, shards):
     """One Ray Data run: read `shards`, tag them, write them; yields a summary per shard."""
     import ray
 

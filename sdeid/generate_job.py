@@ -144,35 +144,33 @@ def run_generate(cfg: GenerateConfig, out_dir, ray_address: str | None = None) -
         if cfg.backend == "vllm":
             from sdeid.generate import vllm_generate
             from sdeid.ray_env import init_ray
-            from sdeid.shard_writer import shard_windows, write_shards
+            from sdeid.shard_writer import in_windows, write_shards
 
             init_ray(ray_address)
             sizes = {k: plan.shard_size(k) for k in todo}
             # Consecutive Ray Data runs of whole shards: the driver's record of blocks is a
             # run's, not the plan's (each run starts its engines anew).
-            windows = shard_windows(todo, sizes, cfg.window_batches * cfg.batch_size)
-
-            def runs():
-                for n, window in enumerate(windows, 1):
-                    if len(windows) > 1:
-                        print(f"[generate] Ray Data run {n} of {len(windows)}", flush=True)
-                    yield from vllm_generate(
-                        cfg,
-                        str(model_dir),
-                        plan,
-                        window,
-                        max_model_len,
-                        adapter_dir,
-                        out_dir / "engine_logs",
-                        write=partial(
-                            write_shards,
-                            folder=store.folder,
-                            sizes={k: sizes[k] for k in window},
-                            make_table=make_table,
-                        ),
-                    )
-
-            summaries = runs()
+            summaries = in_windows(
+                "generate",
+                todo,
+                sizes,
+                cfg.window_batches * cfg.batch_size,
+                lambda window: vllm_generate(
+                    cfg,
+                    str(model_dir),
+                    plan,
+                    window,
+                    max_model_len,
+                    adapter_dir,
+                    out_dir / "engine_logs",
+                    write=partial(
+                        write_shards,
+                        folder=store.folder,
+                        sizes={k: sizes[k] for k in window},
+                        make_table=make_table,
+                    ),
+                ),
+            )
         else:
             summaries = _hf_shards(
                 cfg, str(model_dir), plan, todo, max_model_len, adapter_dir, store, make_table

@@ -98,3 +98,13 @@ def shard_windows(shards: list[int], rows: dict, max_rows: int) -> list[list[int
         current.append(index)
         size += rows[index]
     return windows + [current] if current else windows
+
+
+def in_windows(stage: str, shards: list[int], rows: dict, max_rows: int, run_window):
+    """The summaries of `run_window(window)` (one Ray Data run) for each window of `shards`
+    (shard_windows), in order."""
+    windows = shard_windows(shards, rows, max_rows)
+    for n, window in enumerate(windows, 1):
+        if len(windows) > 1:
+            print(f"[{stage}] Ray Data run {n} of {len(windows)}", flush=True)
+        yield from run_window(window)
