@@ -34,7 +34,7 @@ def _sdeid(*args):
     )
 
 
-def test_actor_pool_tags_every_shard_and_resumes(annotator, tmp_path):
+def test_actor_pool_tags_every_shard_and_resumes_in_runs_of_whole_shards(annotator, tmp_path):
     out = tmp_path / "ann"
     run = _sdeid("annotate", "--config", str(_config(annotator)), "--out", str(out))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -55,29 +55,25 @@ def test_actor_pool_tags_every_shard_and_resumes(annotator, tmp_path):
     assert t["ray_start_s"] > 0 and 0 < t["first_shard_s"] <= t["annotate_s"]
     assert manifest["counts"]["notes_per_s"] == pytest.approx(12 / t["annotate_s"])
 
-    (out / "shards" / "shard-00001.parquet").unlink()  # as if the job died before shard 1
-    again = _sdeid("annotate", "--config", str(_config(annotator)), "--out", str(out))
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "2 done, 1 to annotate" in again.stdout
-    assert pq.read_table(out / "shards").num_rows == 12
-
-
-def test_a_corpus_bigger_than_a_run_is_tagged_in_runs_of_whole_shards(annotator, tmp_path):
-    """window_batches bounds a Ray Data run (its driver keeps a record of every block until the
-    run ends): 3 shards of 4 notes at 2 notes a batch and 2 batches a run are 3 runs, whose
-    shards hold exactly what one run writes."""
-    one_cfg = _config(annotator, annotators=1)  # one actor a run: each run starts its own
-    one = _sdeid("annotate", "--config", str(one_cfg), "--out", str(tmp_path / "one"))
+    # As if the job died before shards 0 and 2. The rerun also bounds its Ray Data runs (their
+    # driver keeps a record of every block until a run ends): 2 notes a batch and 2 batches a
+    # run make each missing shard of 4 notes a run of its own, with one annotator.
+    shards = out / "shards"
+    names = ("shard-00000.parquet", "shard-00002.parquet")
+    lost = {name: pq.read_table(shards / name).to_pylist() for name in names}
+    for name in lost:
+        (shards / name).unlink()
     cfg = _config(annotator, annotators=1, window_batches=2)
-    runs = _sdeid("annotate", "--config", str(cfg), "--out", str(tmp_path / "runs"))
-    assert one.returncode == 0 and runs.returncode == 0, (one.stderr + runs.stderr)[-3000:]
-    assert "Ray Data run 3 of 3" in runs.stdout and "Ray Data run" not in one.stdout
-    for index in range(3):
-        name = f"shard-{index:05d}.parquet"
-        a, b = (pq.read_table(tmp_path / r / "shards" / name).to_pylist() for r in ("runs", "one"))
-        assert [r["doc_id"] for r in a] == [r["doc_id"] for r in b]
+    again = _sdeid("annotate", "--config", str(cfg), "--out", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 done, 2 to annotate" in again.stdout
+    assert "Ray Data run 2 of 2" in again.stdout and "Ray Data run" not in run.stdout
+    assert pq.read_table(shards).num_rows == 12
+    for name, rows in lost.items():
+        tagged = pq.read_table(shards / name).to_pylist()
+        assert [r["doc_id"] for r in tagged] == [r["doc_id"] for r in rows]
         # Batches are cut differently, so padding differs: same spans, scores to float noise.
-        for x, y in zip(a, b, strict=True):
+        for x, y in zip(tagged, rows, strict=True):
             assert [(s["start"], s["end"], s["label"]) for s in x["spans"]] == [
                 (s["start"], s["end"], s["label"]) for s in y["spans"]
             ]
