@@ -1,7 +1,8 @@
 """How the stages after generation scale with the number of notes, the cores and the nodes.
 
     .venv/bin/python benchmarks/scale.py [--sizes 10000 100000] [--stages cleanup annotate audit]
-                                         [--cpus 2] [--repeats 1]
+                                         [--cpus 2] [--nodes 1] [--repeats 1]
+                                         [--window-batches N]
 
 The notes are scale notes (benchmarks/scale_notes.py): MEDDOCAN train sentences with fresh PHI
 values, not generated text; 1 % exact and 1 % near duplicates. Annotation uses a tiny tagger
@@ -15,21 +16,36 @@ per core, as `sdeid` does), exactly as the job calls it: `clean_shards` (generat
 Ray Data tasks at every size, then 50 steps of 32 windows on each of 2 Ray Train workers
 fine-tuning the tiny tagger's encoder, with 1 % of the notes held out as dev and tagged). Ray is started before the clock; the time is the stage's own. A
 thread samples the resident memory of the driver and of every Ray worker process every 0.2 s;
-the table gives the driver's peak and the largest worker peak. Writes
+the table gives the driver's peak and the largest worker peak.
+
+`--window-batches N` sets annotate's Ray Data run length (AnnotateConfig.window_batches, 64 notes
+a batch), so that a size this machine can tag in minutes is cut into several runs, as 1M notes
+are at the default.
+
+`--nodes 2` runs each stage as a client of a two-node Ray cluster on this machine (a head and a
+second node on loopback, started pinned to the same cores, with half the logical CPUs each), the
+way a stage runs on `cluster/raycluster.yaml`; the state API then tells on which node each task
+that writes a shard ran. Run it alone: the worker peaks are then those of every Ray worker on the
+machine. Writes
 benchmarks/results/scale.{json,md} (merged with earlier runs by size, stage and cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import secrets
+import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+from sdeid.shard_writer import WINDOW_BATCHES
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "runs" / "bench-scale"
@@ -42,10 +58,11 @@ class MemoryWatch:
     driver's RSS over time (a point every `timeline_every` s): a peak that grows with the notes
     must be told from one reached early and held."""
 
-    def __init__(self, every: float = 0.2, timeline_every: float = 5.0):
+    def __init__(self, every: float = 0.2, timeline_every: float = 5.0, anywhere: bool = False):
         import psutil
 
         self.me, self.every, self.timeline_every = psutil.Process(), every, timeline_every
+        self.anywhere = anywhere  # a cluster's workers are not this driver's children
         self.driver, self.workers = 0, {}
         self.timeline: list[tuple[float, float]] = []  # (seconds, driver MB)
         self._stop = threading.Event()
@@ -61,7 +78,8 @@ class MemoryWatch:
             now = time.time() - start
             if not self.timeline or now - self.timeline[-1][0] >= self.timeline_every:
                 self.timeline.append((round(now, 1), round(rss / 2**20, 1)))
-            for p in self.me.children(recursive=True):
+            procs = psutil.process_iter() if self.anywhere else self.me.children(recursive=True)
+            for p in procs:
                 try:
                     if p.cmdline()[:1] and p.cmdline()[0].startswith("ray::"):
                         rss = p.memory_info().rss
@@ -111,17 +129,26 @@ def tiny_tagger(folder: Path) -> Path:
     return folder
 
 
-def run_stage(stage: str, notes: Path, out: Path, cpus: int) -> dict:
-    """In this process (pinned by the caller): start Ray, then time one stage."""
+# The task of each stage that writes an output shard, as the state API names it.
+WRITERS = {"cleanup": "_filter", "audit": "audit_shard"}
+
+
+def run_stage(stage: str, notes: Path, out: Path, cpus: int, window_batches: int) -> dict:
+    """In this process (pinned by the caller): start Ray, or join the cluster in RAY_ADDRESS,
+    then time one stage."""
     import shutil
 
     import ray
 
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    ray.init(num_cpus=2 * cpus, include_dashboard=False)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=2 * cpus, include_dashboard=False)
     counts: dict = {}
-    with MemoryWatch() as mem:
+    with MemoryWatch(anywhere=bool(address)) as mem:
         t0 = time.time()
         if stage == "cleanup":
             from sdeid.cleanup import clean_shards
@@ -141,8 +168,9 @@ def run_stage(stage: str, notes: Path, out: Path, cpus: int) -> dict:
                 max_length=128,
                 stride=32,
                 sample_brat=0,
+                window_batches=window_batches,
             )
-            counts = run_annotate(cfg, out)
+            counts = run_annotate(cfg, out) | {"window_batches": window_batches}
         elif stage == "audit":
             from sdeid.audit.config import AuditConfig
             from sdeid.audit.job import run_audit
@@ -177,6 +205,8 @@ def run_stage(stage: str, notes: Path, out: Path, cpus: int) -> dict:
                 for k in ("windows_per_worker", "dev_notes_per_worker", "worker_peak_rss_mb")
             }
         seconds = time.time() - t0
+    if address and stage in WRITERS:
+        counts["shards_written_per_node"] = tasks_per_node(WRITERS[stage])
     return {
         "seconds": seconds,
         "driver_peak_mb": mem.driver / 2**20,
@@ -187,17 +217,104 @@ def run_stage(stage: str, notes: Path, out: Path, cpus: int) -> dict:
     }
 
 
-def measure(stage: str, n: int, cpus: int) -> dict:
+def tasks_per_node(name: str) -> dict[str, int]:
+    """{"head": n, "second": m}: the finished tasks called `name`, by the node that ran them."""
+    import ray
+    from ray.util.state import list_tasks
+
+    head = {n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n["Resources"]}
+    time.sleep(3)  # workers report task events to the GCS every second
+    tasks = list_tasks(
+        filters=[("state", "=", "FINISHED")], limit=100_000, raise_on_missing_output=False
+    )
+    out: dict[str, int] = {}
+    for t in tasks:
+        if t.name.rsplit(".", 1)[-1] != name:  # the name may carry its module
+            continue
+        node = "head" if t.node_id in head else "second"
+        out[node] = out.get(node, 0) + 1
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def two_nodes(cores: str, logical_cpus: int):
+    """A head and a second node on loopback, pinned to `cores`, `logical_cpus` each; yields the
+    environment a client needs (address and auth token)."""
+    ray = str(Path(sys.executable).parent / "ray")
+    gcs = _free_port()
+    temp = Path("/tmp") / f"sdeid-scale-{os.getpid()}"  # Ray's socket paths must be short
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    common = [
+        "--node-ip-address=127.0.0.1",
+        f"--num-cpus={logical_cpus}",
+        "--object-store-memory=2000000000",
+    ]
+
+    def start(*args):
+        # Each node's agents on ports of their own: two nodes on one machine would clash.
+        agents = ["dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export"]
+        agents.append("runtime-env-agent")
+        ports = [f"--{a}-port={_free_port()}" for a in agents]
+        cmd = ["taskset", "-c", cores, ray, "start", *args, *common, *ports]
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if run.returncode != 0:
+            raise SystemExit(f"ray start failed:\n{run.stderr[-3000:]}")
+
+    try:
+        start(
+            "--head",
+            f"--port={gcs}",
+            f"--dashboard-port={_free_port()}",
+            "--dashboard-host=127.0.0.1",
+            "--include-dashboard=true",  # the state API, to tell which node ran each task
+            f"--temp-dir={temp}",
+            f"--ray-client-server-port={_free_port()}",
+        )
+        start(f"--address=127.0.0.1:{gcs}")
+        yield dict(env, RAY_ADDRESS=f"127.0.0.1:{gcs}")
+    finally:
+        _stop(gcs, temp)
+
+
+def _stop(gcs: int, temp: Path) -> None:
+    """Kill this cluster's processes only (`ray stop` stops every Ray on the machine): those
+    whose command line names its GCS port or its temp dir."""
+    import signal
+
+    marks = (f"127.0.0.1:{gcs}", f"--gcs_server_port={gcs}", str(temp))
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if any(m in cmd for m in marks) and int(pid) != os.getpid():
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+def measure(stage: str, n: int, cpus: int, nodes: int, window_batches: int) -> dict:
     from scale_notes import write_notes
 
     notes = WORK / f"notes-{n}"
     write_notes(notes, n)
     cores = ",".join(str(c) for c in range(cpus))
     cmd = ["taskset", "-c", cores, sys.executable, __file__, "_stage", stage, str(notes)]
-    result = WORK / f"result-{stage}-{n}-{cpus}.json"
-    cmd += [str(WORK / f"out-{stage}-{n}"), str(cpus), str(result)]
+    result = WORK / f"result-{stage}-{n}-{cpus}-{nodes}.json"
+    cmd += [str(WORK / f"out-{stage}-{n}"), str(cpus), str(result), str(window_batches)]
     result.unlink(missing_ok=True)
-    run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT / "benchmarks")
+    with contextlib.ExitStack() as stack:
+        env = None
+        if nodes == 2:  # the same 2 logical CPUs a core in all, half on each node
+            env = stack.enter_context(two_nodes(cores, cpus))
+        elif nodes != 1:
+            raise SystemExit("--nodes is 1 or 2")
+        run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT / "benchmarks", env=env)
     if run.returncode != 0:
         raise SystemExit(f"{stage} at {n} notes failed:\n{run.stderr[-3000:]}")
     # A file, not stdout: Ray streams the workers' logs to the stage's stdout, after any print.
@@ -213,14 +330,15 @@ def render(results: list[dict]) -> str:
         "clock) over the notes; peaks are resident memory sampled every 0.2 s. Annotation uses a",
         "tiny random tagger, so it measures the stage's plumbing, not the model.",
         "",
-        "| stage | notes | cores | runs | s per 1,000 notes (median) | driver peak MB | "
+        "| stage | notes | cores | nodes | runs | s per 1,000 notes (median) | driver peak MB | "
         "largest worker peak MB | worker processes |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(results, key=lambda r: (r["stage"], r["cpus"], r["notes"])):
+    for r in sorted(results, key=_order):
         per_k = statistics.median(r["seconds"]) / r["notes"] * 1000
         lines.append(
-            f"| {r['stage']} | {r['notes']:,} | {r['cpus']} | {len(r['seconds'])} | {per_k:.2f} "
+            f"| {r['stage']} | {r['notes']:,} | {r['cpus']} | {_nodes(r)} | {len(r['seconds'])} "
+            f"| {per_k:.2f} "
             f"| {max(r['driver_peak_mb']):.0f} | {max(r['worker_peak_mb']):.0f} "
             f"| {r['workers_seen']} |"
         )
@@ -231,16 +349,32 @@ def render(results: list[dict]) -> str:
             "The driver's resident memory through the run (last run; sampled every 5 s): flat",
             "after the start means the driver holds nothing per note or per shard.",
             "",
-            "| stage | notes | cores | MB at 10 % | 25 % | 50 % | 75 % | end | peak |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| stage | notes | cores | nodes | MB at 10 % | 25 % | 50 % | 75 % | end | peak |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for r in sorted(timed, key=lambda r: (r["stage"], r["cpus"], r["notes"])):
+        for r in sorted(timed, key=_order):
             tl = r["driver_timeline_mb"]
             at = [_at(tl, f) for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
             lines.append(
-                f"| {r['stage']} | {r['notes']:,} | {r['cpus']} | "
+                f"| {r['stage']} | {r['notes']:,} | {r['cpus']} | {_nodes(r)} | "
                 + " | ".join(f"{mb:.0f}" for mb in at)
                 + f" | {max(mb for _, mb in tl):.0f} |"
+            )
+    spread = [r for r in results if "shards_written_per_node" in r["counts"]]
+    if spread:
+        lines += [
+            "",
+            "On two nodes: the tasks that wrote an output shard, by the node they ran on (Ray's",
+            "state API, last run).",
+            "",
+            "| stage | notes | cores | shards written on the head | on the second node |",
+            "|---|---|---|---|---|",
+        ]
+        for r in sorted(spread, key=_order):
+            by = r["counts"]["shards_written_per_node"]
+            lines.append(
+                f"| {r['stage']} | {r['notes']:,} | {r['cpus']} | {by.get('head', 0)} "
+                f"| {by.get('second', 0)} |"
             )
     ner = sorted((r for r in results if r["stage"] == "ner"), key=lambda r: r["notes"])
     if ner:
@@ -264,6 +398,14 @@ def render(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _nodes(r: dict) -> int:
+    return r.get("nodes", 1)  # runs recorded before --nodes were on one node
+
+
+def _order(r: dict) -> tuple:
+    return r["stage"], r["cpus"], _nodes(r), r["notes"]
+
+
 def _at(timeline: list, fraction: float) -> float:
     """The driver's MB at the last sample before `fraction` of the run's time."""
     end = timeline[-1][0]
@@ -272,26 +414,33 @@ def _at(timeline: list, fraction: float) -> float:
 
 def main():
     if sys.argv[1:2] == ["_stage"]:
-        stage, notes, out, cpus, result = sys.argv[2:7]
+        stage, notes, out, cpus, result, window = sys.argv[2:8]
         sys.path.insert(0, str(Path(__file__).parent))
-        Path(result).write_text(json.dumps(run_stage(stage, Path(notes), Path(out), int(cpus))))
+        measured = run_stage(stage, Path(notes), Path(out), int(cpus), int(window))
+        Path(result).write_text(json.dumps(measured))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000])
     ap.add_argument("--stages", nargs="+", default=["cleanup", "annotate", "audit"])
     ap.add_argument("--cpus", type=int, nargs="+", default=[os.cpu_count() or 1])
+    ap.add_argument("--nodes", type=int, default=1, choices=[1, 2])
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--window-batches", type=int, default=WINDOW_BATCHES)
     args = ap.parse_args()
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
-    results = {(r["stage"], r["notes"], r["cpus"]): r for r in old}
+    results = {(r["stage"], r["notes"], r["cpus"], _nodes(r)): r for r in old}
+    nodes = args.nodes
     for n in args.sizes:
         for cpus in args.cpus:
             for stage in args.stages:
-                runs = [measure(stage, n, cpus) for _ in range(args.repeats)]
+                runs = [
+                    measure(stage, n, cpus, nodes, args.window_batches) for _ in range(args.repeats)
+                ]
                 r = {
                     "stage": stage,
                     "notes": n,
                     "cpus": cpus,
+                    "nodes": nodes,
                     "seconds": [x["seconds"] for x in runs],
                     "driver_peak_mb": [x["driver_peak_mb"] for x in runs],
                     "worker_peak_mb": [x["worker_peak_mb"] for x in runs],
@@ -299,9 +448,9 @@ def main():
                     "driver_timeline_mb": runs[-1]["driver_timeline_mb"],
                     "counts": runs[-1]["counts"],
                 }
-                results[(stage, n, cpus)] = r
+                results[(stage, n, cpus, nodes)] = r
                 print(
-                    f"{stage} {n} notes on {cpus} cores: {r['seconds']} s, driver "
+                    f"{stage} {n} notes on {cpus} cores, {nodes} nodes: {r['seconds']} s, driver "
                     f"{max(r['driver_peak_mb']):.0f} MB, worker {max(r['worker_peak_mb']):.0f} MB",
                     flush=True,
                 )
