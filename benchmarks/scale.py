@@ -225,7 +225,7 @@ def tasks_per_node(name: str) -> dict[str, int]:
     head = {n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n["Resources"]}
     time.sleep(3)  # workers report task events to the GCS every second
     tasks = list_tasks(
-        filters=[("state", "=", "FINISHED")], limit=100_000, raise_on_missing_output=False
+        filters=[("state", "=", "FINISHED")], limit=10_000, raise_on_missing_output=False
     )
     out: dict[str, int] = {}
     for t in tasks:
