@@ -36,8 +36,6 @@ import argparse
 import contextlib
 import json
 import os
-import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +43,7 @@ import threading
 import time
 from pathlib import Path
 
+from sdeid.local_cluster import two_node_cluster
 from sdeid.shard_writer import WINDOW_BATCHES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,68 +235,6 @@ def tasks_per_node(name: str) -> dict[str, int]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def two_nodes(cores: str, logical_cpus: int):
-    """A head and a second node on loopback, pinned to `cores`, `logical_cpus` each; yields the
-    environment a client needs (address and auth token)."""
-    ray = str(Path(sys.executable).parent / "ray")
-    gcs = _free_port()
-    temp = Path("/tmp") / f"sdeid-scale-{os.getpid()}"  # Ray's socket paths must be short
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
-    common = [
-        "--node-ip-address=127.0.0.1",
-        f"--num-cpus={logical_cpus}",
-        "--object-store-memory=2000000000",
-    ]
-
-    def start(*args):
-        # Each node's agents on ports of their own: two nodes on one machine would clash.
-        agents = ["dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export"]
-        agents.append("runtime-env-agent")
-        ports = [f"--{a}-port={_free_port()}" for a in agents]
-        cmd = ["taskset", "-c", cores, ray, "start", *args, *common, *ports]
-        run = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if run.returncode != 0:
-            raise SystemExit(f"ray start failed:\n{run.stderr[-3000:]}")
-
-    try:
-        start(
-            "--head",
-            f"--port={gcs}",
-            f"--dashboard-port={_free_port()}",
-            "--dashboard-host=127.0.0.1",
-            "--include-dashboard=true",  # the state API, to tell which node ran each task
-            f"--temp-dir={temp}",
-            f"--ray-client-server-port={_free_port()}",
-        )
-        start(f"--address=127.0.0.1:{gcs}")
-        yield dict(env, RAY_ADDRESS=f"127.0.0.1:{gcs}")
-    finally:
-        _stop(gcs, temp)
-
-
-def _stop(gcs: int, temp: Path) -> None:
-    """Kill this cluster's processes only (`ray stop` stops every Ray on the machine): those
-    whose command line names its GCS port or its temp dir."""
-    import signal
-
-    marks = (f"127.0.0.1:{gcs}", f"--gcs_server_port={gcs}", str(temp))
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if any(m in cmd for m in marks) and int(pid) != os.getpid():
-            with contextlib.suppress(OSError):
-                os.kill(int(pid), signal.SIGKILL)
-
-
 def measure(stage: str, n: int, cpus: int, nodes: int, window_batches: int) -> dict:
     from scale_notes import write_notes
 
@@ -311,9 +248,10 @@ def measure(stage: str, n: int, cpus: int, nodes: int, window_batches: int) -> d
     with contextlib.ExitStack() as stack:
         env = None
         if nodes == 2:  # the same 2 logical CPUs a core in all, half on each node
-            env = stack.enter_context(two_nodes(cores, cpus))
-        elif nodes != 1:
-            raise SystemExit("--nodes is 1 or 2")
+            cluster = stack.enter_context(
+                two_node_cluster(cpus_per_node=cpus, object_store_bytes=2 * 10**9, cores=cores)
+            )
+            env = dict(cluster.env, RAY_ADDRESS=cluster.address)
         run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT / "benchmarks", env=env)
     if run.returncode != 0:
         raise SystemExit(f"{stage} at {n} notes failed:\n{run.stderr[-3000:]}")

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from sdeid import local_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDDOCAN = Path(os.environ.get("SDEID_MEDDOCAN", ROOT.parent / "shared" / "data" / "meddocan"))
@@ -104,8 +103,6 @@ def annotator(tmp_path_factory, tiny_bert):
     """A tiny NER model trained on the toy notes (`ner`), and 3 shards of toy notes to tag
     (`notes`)."""
     import json
-    import subprocess
-    import sys
 
     from sdeid.brat import write_brat
     from sdeid.shard_store import ShardStore
@@ -169,83 +166,14 @@ def local_ray():
     ray.shutdown()
 
 
-RAY = str(Path(sys.executable).parent / "ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _agent_ports() -> list[str]:
-    """Free ports for a node's agents. Their defaults are fixed (the dashboard agent listens on
-    52365): with another Ray on the machine (a test's local Ray) the agent cannot bind, and the
-    head then never has a job agent ("No available agent to submit job")."""
-    names = (
-        "dashboard-agent-listen",
-        "dashboard-agent-grpc",
-        "metrics-export",
-        "runtime-env-agent",
-    )
-    return [f"--{name}-port={_free_port()}" for name in names]
-
-
 def run_ray(*args, env=None, timeout=120):
-    return subprocess.run(
-        [RAY, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
-    )
+    return local_cluster.run_ray(*args, env=env, timeout=timeout, cwd=ROOT)
 
 
 @contextlib.contextmanager
 def two_node_cluster():
-    """A head and a second node on loopback, each with its own ports; yields the dashboard
-    address for `ray job submit` and the environment (auth token) clients need."""
-    gcs, dashboard = _free_port(), _free_port()
-    # A short temp dir: Ray's socket paths must fit in 107 characters.
-    temp = Path("/tmp") / f"sdeid-2n-{os.getpid()}"
-    # Ray 2.60 clusters use token authentication: every node and client shows the token.
-    env = dict(
-        os.environ,
-        RAY_TRAIN_ENABLE_PRINT_PATCH="0",
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN=secrets.token_hex(32),
-    )
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=2", "--object-store-memory=300000000"]
-    head = run_ray(
-        "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",
-        "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--temp-dir={temp}",
-        f"--ray-client-server-port={_free_port()}", *common, *_agent_ports(), env=env,
-    )  # fmt: skip
-    assert head.returncode == 0, head.stderr[-3000:]
-    try:
-        worker = run_ray("start", f"--address=127.0.0.1:{gcs}", *common, *_agent_ports(), env=env)
-        assert worker.returncode == 0, worker.stderr[-3000:]
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            status = run_ray("status", f"--address=127.0.0.1:{gcs}", env=env)
-            if status.stdout.count("node_") >= 2:
-                break
-            time.sleep(1)
-        assert status.stdout.count("node_") >= 2, status.stdout
-        yield f"http://127.0.0.1:{dashboard}", env
-    finally:
-        _stop_cluster(gcs, temp)
-
-
-def _stop_cluster(gcs: int, temp: Path) -> None:
-    """Kill this cluster's processes only (`ray stop` would stop every Ray on the machine):
-    those whose command line names its GCS port or its temp dir."""
-    import signal
-
-    marks = (f"127.0.0.1:{gcs}", f"--gcs_server_port={gcs}", str(temp))
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if any(m in cmd for m in marks) and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
+    """sdeid.local_cluster's two nodes, started in the repository (where a submitted job's
+    entrypoint runs); yields the dashboard address for `ray job submit` and the environment
+    (auth token) clients need."""
+    with local_cluster.two_node_cluster(cwd=ROOT) as cluster:
+        yield cluster.dashboard, cluster.env
