@@ -27,7 +27,7 @@ second node on loopback, started pinned to the same cores, with half the logical
 way a stage runs on `cluster/raycluster.yaml`; the state API then tells on which node each task
 that writes a shard ran. Run it alone: the worker peaks are then those of every Ray worker on the
 machine. Writes
-benchmarks/results/scale.{json,md} (merged with earlier runs by size, stage and cores).
+benchmarks/results/scale.{json,md} (merged with earlier runs by size, stage, cores and nodes).
 """
 
 from __future__ import annotations
