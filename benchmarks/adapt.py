@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from sdeid.kill_job import kill_session
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "adapt_meddocan.json"
@@ -165,7 +166,7 @@ def resume(steps: int = 40, kill_after_step: int = 25):
         m = re.search(r"\[adapt\] epoch \d+ step (\d+)/", line)
         if m and int(m.group(1)) >= kill_after_step:
             killed_at = int(m.group(1))
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_session(proc.pid)
             break
     proc.wait()
     run = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True)

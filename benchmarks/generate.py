@@ -33,6 +33,8 @@ from pathlib import Path
 
 from md_table import rate_rows  # benchmarks/, beside this script
 
+from sdeid.kill_job import kill_session
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "generate.json"
 SDEID = str(Path(sys.executable).parent / "sdeid")
@@ -203,11 +205,8 @@ def _generate_watched(config, out, sets=(), kill_after_shards=None):
         if kill_after_shards and len(list(Path(out, "shards", "_done").glob("*.json"))) >= (
             kill_after_shards
         ):
-            os.killpg(proc.pid, 9)
+            kill_session(proc.pid)
             proc.wait()
-            subprocess.run(
-                [str(Path(SDEID).parent / "ray"), "stop", "--force"], capture_output=True
-            )
             break
         time.sleep(0.2)
     return peak, proc.returncode

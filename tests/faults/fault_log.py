@@ -12,11 +12,12 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from sdeid.kill_job import kill_session
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("SDEID_FAULT_SEED", "0"))
@@ -61,36 +62,6 @@ def kill_when(args, ready, delay: float = 0.0, timeout: float = 300) -> None:
     proc.wait()
     assert not finished, "the job ended before the kill could land"
     assert ready(), "the job never reached the kill point"
-
-
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process ended while we looked
-        if fields[0] != "Z" and int(fields[3]) == sid:  # a zombie runs nothing
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def kill_session(sid: int, timeout: float = 30) -> None:
-    """SIGKILL every process of session `sid` and wait until none is left.
-
-    Ray starts each worker in a process group of its own, so killing the driver's group leaves
-    the workers alive until they notice the raylet is gone; one that is writing a shard may
-    finish it. A job killed this way may not write anything after this returns."""
-    deadline = time.time() + timeout
-    while pids := _session_pids(sid):
-        assert time.time() < deadline, f"processes {pids} of the killed job did not exit"
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.05)
 
 
 def registered_metric(snapshot, key):
