@@ -156,13 +156,12 @@ def test_lora_adapter_served_by_vllm(generator, tmp_path):
     AutoTokenizer.from_pretrained(base).save_pretrained(adapt / "adapter")
     write_manifest(adapt, "adapt", {"base_model": str(base), "method": "lora"}, {})
 
-    # One batch a Ray Data run: shard 0 (5 notes) and shard 1 (1 note) are two runs, each
-    # starting its engine, as a plan of millions of notes is generated (window_batches).
-    cfg = _config(root, adapt, prompts, use_adapter=True, samples_per_prompt=2, window_batches=1)
+    # One Ray Data run: the loop over runs (window_batches) is the annotate stage's too, and
+    # tests/test_annotate.py runs it; a second engine start here would double this test.
+    cfg = _config(root, adapt, prompts, use_adapter=True, samples_per_prompt=2)
     out = tmp_path / "gen"
     run = _sdeid("generate", "--config", str(cfg), "--out", str(out))
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "Ray Data run 2 of 2" in run.stdout
     assert len(_ids(out / "shards")) == 6
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["inputs"]["adapter"]["path"] == str(adapt / "adapter")
