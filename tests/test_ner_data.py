@@ -83,3 +83,22 @@ def test_a_few_notes_still_give_one_dev_and_one_training_note(tmp_path, tiny_ber
     path = write_notes_parquet(_notes(3), str(tmp_path / "notes.parquet"))
     _, counts = training_data(_config(path, tiny_bert, dev_holdout=1e-9, train_fraction=1e-9))
     assert counts["dev_notes"] == 1 and counts["train_notes"] == 1
+
+
+def test_a_damaged_shard_is_named_by_the_checking_tasks(
+    tmp_path, tiny_bert, local_ray, monkeypatch
+):
+    """A shard folder too large for the driver: tasks check every shard's checksum first."""
+    from sdeid.shard_store import ShardStore
+
+    monkeypatch.setattr(ner_data, "LOCAL_NOTES", 0)
+    store = ShardStore(tmp_path / "annotated")
+    notes = _notes(12)
+    for i in range(3):
+        store.write(i, notes[i * 4 : (i + 1) * 4])
+    read = ner_data.read_notes(_config(store.folder, tiny_bert), str(store.folder))
+    assert read.count() == 12  # the checks pass and return row counts, not the notes
+    path = store.folder / "shard-00001.parquet"
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(NoteError, match=r"shard-00001.parquet: checksum does not match"):
+        ner_data.read_notes(_config(store.folder, tiny_bert), str(store.folder))
