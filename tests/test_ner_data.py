@@ -97,7 +97,7 @@ def test_a_damaged_shard_is_named_by_the_checking_tasks(
     for i in range(3):
         store.write(i, notes[i * 4 : (i + 1) * 4])
     read = ner_data.read_notes(_config(store.folder, tiny_bert), str(store.folder))
-    assert read.count() == 12  # the checks pass and return row counts, not the notes
+    assert read.count() == 12  # every shard checked and read
     path = store.folder / "shard-00001.parquet"
     path.write_bytes(path.read_bytes()[:-40])
     with pytest.raises(NoteError, match=r"shard-00001.parquet: checksum does not match"):
