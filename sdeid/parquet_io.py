@@ -20,36 +20,73 @@ def _filesystem(uri: str):
 def notes_to_table(notes, extra_columns: dict | None = None):
     import pyarrow as pa
 
-    rows = {
-        "doc_id": [n.doc_id for n in notes],
-        "text": [n.text for n in notes],
-        "spans": [[vars(s) for s in n.spans] for n in notes],
-        "source": [n.source for n in notes],
-        "annotator": [n.annotator for n in notes],
-    }
-    table = pa.Table.from_pydict(rows, schema=arrow_schema())
+    schema = arrow_schema()
+    columns = [
+        pa.array([n.doc_id for n in notes], pa.string()),
+        pa.array([n.text for n in notes], pa.string()),
+        _spans_array(notes, schema.field("spans").type),
+        pa.array([n.source for n in notes], pa.string()),
+        pa.array([n.annotator for n in notes], pa.string()),
+    ]
+    table = pa.Table.from_arrays(columns, schema=schema)
     for name, values in (extra_columns or {}).items():
         table = table.append_column(name, pa.array(values))
     return table
+
+
+def _spans_array(notes, list_type):
+    """The spans column from flat per-field lists and offsets: an annotated note carries tens
+    of spans, and a dict per span (what pyarrow needs from Python rows) cost more than the
+    rest of writing a shard."""
+    import pyarrow as pa
+
+    offsets, starts, ends, labels, scores = [0], [], [], [], []
+    for note in notes:
+        for s in note.spans:
+            starts.append(s.start)
+            ends.append(s.end)
+            labels.append(s.label)
+            scores.append(s.score)
+        offsets.append(len(starts))
+    fields = list(list_type.value_type)
+    values = pa.StructArray.from_arrays(
+        [pa.array(v, f.type) for v, f in zip((starts, ends, labels, scores), fields, strict=True)],
+        fields=fields,
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=list_type)
 
 
 def table_to_notes(table, where: str = "", labels=None, allow_overlap: bool = False):
     missing = [c for c in NOTE_COLUMNS if c not in table.column_names]
     if missing:
         raise NoteError(f"{where}: missing note column(s) {missing}; has {table.column_names}")
-    notes = []
-    for row, rec in enumerate(table.select(list(NOTE_COLUMNS)).to_pylist()):
-        if rec["doc_id"] is None or rec["text"] is None or rec["spans"] is None:
+    for name in ("doc_id", "text", "spans"):
+        if table[name].null_count:
+            row = table[name].is_null().index(True).as_py()
             raise NoteError(f"{where}: row {row}: doc_id, text and spans must not be null")
-        note = Note(
-            rec["doc_id"],
-            rec["text"],
-            sorted(Span(s["start"], s["end"], s["label"], s["score"]) for s in rec["spans"]),
-            rec["source"] or "",
-            rec["annotator"] or "",
-        )
-        validate_note(note, labels, allow_overlap, where=f"{where}: row {row} ({note.doc_id})")
-        notes.append(note)
+    doc_ids, texts, sources, annotators = (
+        table[c].to_pylist() for c in ("doc_id", "text", "source", "annotator")
+    )
+    notes, row = [], 0
+    for chunk in table["spans"].chunks:
+        # The spans as flat per-field lists read once, not a dict per span (see _spans_array);
+        # a sliced chunk's offsets index its unsliced values.
+        values, offsets = chunk.values, chunk.offsets.to_pylist()
+        starts, ends, span_labels, scores = (values.field(f).to_pylist() for f in range(4))
+        for k in range(len(chunk)):
+            lo, hi = offsets[k], offsets[k + 1]
+            if None in starts[lo:hi] or None in ends[lo:hi] or None in span_labels[lo:hi]:
+                raise NoteError(f"{where}: row {row}: a span has no start, end or label")
+            note = Note(
+                doc_ids[row],
+                texts[row],
+                sorted(map(Span, starts[lo:hi], ends[lo:hi], span_labels[lo:hi], scores[lo:hi])),
+                sources[row] or "",
+                annotators[row] or "",
+            )
+            validate_note(note, labels, allow_overlap, where=f"{where}: row {row} ({note.doc_id})")
+            notes.append(note)
+            row += 1
     return notes
 
 

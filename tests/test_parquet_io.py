@@ -8,8 +8,14 @@ import pytest
 from conftest import toy_notes
 
 from sdeid.corpus_io import read_corpus
-from sdeid.parquet_io import notes_to_hf_dataset, read_notes_parquet, write_notes_parquet
-from sdeid.schema import Note, NoteError, Span
+from sdeid.parquet_io import (
+    notes_to_hf_dataset,
+    notes_to_table,
+    read_notes_parquet,
+    table_to_notes,
+    write_notes_parquet,
+)
+from sdeid.schema import Note, NoteError, Span, arrow_schema
 
 
 def test_round_trip_local_and_uri(tmp_path):
@@ -70,3 +76,44 @@ def test_missing_column_and_damaged_file(tmp_path):
         read_notes_parquet(str(tmp_path / "b.parquet"))
     with pytest.raises(NoteError, match="not found"):
         read_notes_parquet(str(tmp_path / "nope"))
+
+
+def test_sliced_and_chained_tables_read_back_their_own_rows():
+    # Ray Data hands a writer slices of shards and concatenations of them: the spans of each
+    # row are read through its chunk's offsets, not from the start of the values.
+    notes = toy_notes(copies=3)
+    notes[4].spans = []
+    table = notes_to_table(notes, {"n": list(range(len(notes)))})
+    rows = [
+        {
+            "doc_id": n.doc_id,
+            "text": n.text,
+            "spans": [vars(s) for s in n.spans],
+            "source": n.source,
+            "annotator": n.annotator,
+        }
+        for n in notes
+    ]  # the same table built the plain way, from a dict per span
+    assert table.drop_columns(["n"]).equals(pa.Table.from_pylist(rows, schema=arrow_schema()))
+    chained = pa.concat_tables([table.slice(5, 3), table.slice(1, 4)])
+    back = table_to_notes(chained)
+    want = notes[5:8] + notes[1:5]
+    assert [(n.doc_id, n.spans) for n in back] == [(n.doc_id, sorted(n.spans)) for n in want]
+
+
+def test_a_span_without_a_label_names_its_row():
+    rows = notes_to_table(toy_notes()).to_pylist()
+    rows[2]["spans"][0]["label"] = None
+    loose = pa.struct(
+        [
+            ("start", pa.int32()),
+            ("end", pa.int32()),
+            ("label", pa.string()),
+            ("score", pa.float32()),
+        ]
+    )
+    table = pa.Table.from_pylist(rows).cast(
+        pa.schema([(c, pa.list_(loose) if c == "spans" else pa.string()) for c in rows[0]])
+    )
+    with pytest.raises(NoteError, match=r"shard 7: row 2: a span has no start, end or label"):
+        table_to_notes(table, where="shard 7")
