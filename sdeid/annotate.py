@@ -80,7 +80,7 @@ class NerAnnotator:
 
     def __call__(self, batch):
         from sdeid.parquet_io import notes_to_table
-        from sdeid.schema import Note, Span
+        from sdeid.schema import Note
 
         notes = [
             Note(i, t)
@@ -88,11 +88,7 @@ class NerAnnotator:
         ]
         tagged = self.tagger.tag(notes, annotator=self.name)
         for note in tagged:
-            note.spans = [
-                Span(s.start, s.end, s.label, s.score)
-                for s in note.spans
-                if s.score is None or s.score >= self.min_score
-            ]
+            note.spans = [s for s in note.spans if s.score is None or s.score >= self.min_score]
         for note, source in zip(tagged, batch["source"].to_pylist(), strict=True):
             note.source = source
         extra = {

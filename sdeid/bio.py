@@ -30,12 +30,21 @@ def bio_label_names(labels) -> list[str]:
 
 
 def encode_document(tokenizer, text: str) -> DocEncoding:
-    # The whole document at once (transformers warns once that it exceeds the model's
-    # length; windows() cuts it to size later).
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return encode_documents(tokenizer, [text])[0]
+
+
+def encode_documents(tokenizer, texts: list[str]) -> list[DocEncoding]:
+    # Whole documents, in one call: the fast tokenizer encodes a batch on all its threads
+    # (transformers warns once that a document exceeds the model's length; windows() cuts it
+    # to size later).
+    batch = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return [_document(e.ids, e.word_ids, e.offsets) for e in batch.encodings]
+
+
+def _document(input_ids, word_ids, offsets) -> DocEncoding:
     words, first_token, word_of_token = [], [], []
     last_word = None
-    for i, (wid, (s, e)) in enumerate(zip(enc.word_ids(), enc["offset_mapping"], strict=True)):
+    for i, (wid, (s, e)) in enumerate(zip(word_ids, offsets, strict=True)):
         if wid != last_word:
             words.append([s, e])
             first_token.append(i)
@@ -43,9 +52,7 @@ def encode_document(tokenizer, text: str) -> DocEncoding:
         else:
             words[-1][1] = max(words[-1][1], e)
         word_of_token.append(len(words) - 1)
-    return DocEncoding(
-        list(enc["input_ids"]), word_of_token, [tuple(w) for w in words], first_token
-    )
+    return DocEncoding(list(input_ids), word_of_token, [tuple(w) for w in words], first_token)
 
 
 def word_labels_from_spans(doc: DocEncoding, spans) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sdeid.bio import (
     DocEncoding,
     best_window_for_words,
-    encode_document,
+    encode_documents,
     spans_from_word_labels,
     windows,
 )
@@ -43,11 +43,13 @@ class NerTagger:
         """New notes with the same ids and texts, and the predicted spans with scores."""
         import torch
 
-        docs: list[DocEncoding] = [encode_document(self.tokenizer, n.text) for n in notes]
+        docs: list[DocEncoding] = encode_documents(self.tokenizer, [n.text for n in notes])
         wins = [windows(len(d.input_ids), self.max_length - 2, self.stride) for d in docs]
         jobs = [(i, k) for i, w in enumerate(wins) for k in range(len(w))]
         jobs.sort(key=lambda j: -(wins[j[0]][j[1]][1] - wins[j[0]][j[1]][0]))
-        probs = {}  # (doc, window) -> [window tokens, n_labels] probabilities
+        # (doc, window) -> (best label id, its probability) per window token, as lists: read
+        # once per window, since a tensor index per word cost more than the encoder on a GPU.
+        best = {}
         cls, sep, pad = (
             self.tokenizer.cls_token_id,
             self.tokenizer.sep_token_id,
@@ -65,16 +67,18 @@ class NerTagger:
                 ids = torch.tensor([x + [pad] * (width - len(x)) for x in seqs])
                 mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in seqs])
                 out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
-                p = out.logits.float().softmax(-1).cpu()
-                for (i, k), x, row in zip(batch, seqs, p, strict=True):
-                    probs[(i, k)] = row[1 : len(x) - 1]
+                score, label = out.logits.float().softmax(-1).max(-1)
+                for (i, k), x, sc, lab in zip(
+                    batch, seqs, score.cpu().tolist(), label.cpu().tolist(), strict=True
+                ):
+                    best[(i, k)] = (lab[1 : len(x) - 1], sc[1 : len(x) - 1])
         tagged = []
         for i, (note, doc) in enumerate(zip(notes, docs, strict=True)):
             tags, scores = [], []
             for k, pos in best_window_for_words(doc, wins[i]):
-                score, label = probs[(i, k)][pos].max(-1)
-                tags.append(self.id2label[int(label)])
-                scores.append(float(score))
+                labels, probs = best[(i, k)]
+                tags.append(self.id2label[labels[pos]])
+                scores.append(probs[pos])
             spans = spans_from_word_labels(doc, tags, scores, note.text)
             tagged.append(Note(note.doc_id, note.text, spans, note.source, annotator or self.name))
         return tagged

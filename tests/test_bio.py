@@ -8,6 +8,7 @@ from conftest import MEDDOCAN, needs_meddocan, toy_notes
 from sdeid.bio import (
     best_window_for_words,
     encode_document,
+    encode_documents,
     spans_from_word_labels,
     training_examples,
     windows,
@@ -43,6 +44,16 @@ def test_toy_round_trip_through_small_windows(tiny_bert):
     tok = AutoTokenizer.from_pretrained(tiny_bert)
     for note in toy_notes():
         assert _round_trip(tok, note, size=8, stride=3) == sorted(note.spans)
+
+
+def test_a_batch_encodes_each_document_as_it_would_alone(tiny_bert):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    texts = [n.text for n in toy_notes()] + ["", "Ana  vive\nen Madrid."]
+    alone = [encode_document(tok, t) for t in texts]
+    assert encode_documents(tok, texts) == alone
+    assert alone[-1].words[:2] == [(0, 3), (5, 9)] and alone[-1].first_token[0] == 0
 
 
 def test_lenient_decoding_of_stray_inside_tag(tiny_bert):
