@@ -213,7 +213,9 @@ def _ablate(args):
     from sdeid.config import load_config
 
     cfg = load_config(AblateConfig, args.config, args.set)
-    rows = run_ablation(cfg, args.out, args.address, args.dry_run, where=args.config)
+    rows = run_ablation(
+        cfg, args.out, args.address, args.dry_run, where=args.config, only=args.points
+    )
     if args.dry_run:
         print(json.dumps(rows, indent=2))
     else:
@@ -383,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ab = sub.add_parser("ablate", help="the pipeline over a grid of settings: table and curves")
     _add_config_args(ab)
+    ab.add_argument(
+        "--points",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="run only these points (0-based, grid order); the folder's earlier rows for the "
+        "others stay in the table",
+    )
     ab.set_defaults(func=_ablate)
 
     model = sub.add_parser("model", help="model tools").add_subparsers(

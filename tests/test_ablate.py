@@ -4,7 +4,14 @@ import json
 
 import pytest
 
-from sdeid.ablate import AblateConfig, overrides, points, write_ablation
+from sdeid.ablate import (
+    AblateConfig,
+    merged_rows,
+    overrides,
+    points,
+    run_ablation,
+    write_ablation,
+)
 from sdeid.config import ConfigError, load_config
 from sdeid.pipeline import load_pipeline_config
 
@@ -101,3 +108,47 @@ def test_settings_varied_together_and_the_privacy_table(tmp_path):
     assert f"| {key} | 5-gram recall | leaked PHI strings | notes dropped |" in table
     assert "| 0.25 | 0.300 | 3 | 10 | 0.50 | 9.50 | 0 | 0.610 |" in table
     assert (tmp_path / "ablation_privacy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _row(fraction, f1, fixed):
+    return {
+        "point": {"adapt.data_fraction": fraction},
+        "gold_strict_f1": 0.9,
+        "gold_token_f1": 0.95,
+        "synthetic_strict_f1": f1,
+        "synthetic_token_f1": f1,
+        "ratio_strict_f1": f1 / 0.9,
+        "kept": 40,
+        "notes": 50,
+        "annotator_sha256": "ab" * 32,
+        "fixed": fixed,
+    }
+
+
+def test_a_grid_run_in_parts_keeps_the_earlier_rows_of_the_same_recipe(tmp_path, capsys):
+    fixed = {"annotator.epochs": 2}
+    cfg = AblateConfig(base=SMOKE, grid={"adapt.data_fraction": [0.05, 0.25, 0.5]}, fixed=fixed)
+    earlier = [_row(0.5, 0.7, fixed), _row(0.05, 0.3, {"annotator.epochs": 3})]
+    (tmp_path / "ablation.json").write_text(json.dumps(earlier))
+    rows = merged_rows(tmp_path, cfg, [_row(0.25, 0.6, fixed)])
+    assert [r["point"]["adapt.data_fraction"] for r in rows] == [0.25, 0.5]
+    assert "dropped the earlier row of {'adapt.data_fraction': 0.05}" in capsys.readouterr().out
+    write_ablation(tmp_path, cfg, rows)
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| 0.25 | 40 of 50 | 0.9000 | 0.9500 | 0.6000 | 0.6000 | 0.667 | 0.970 |" in table
+    assert "| 0.5 | 40 of 50 | 0.9000 | 0.9500 | 0.7000 | 0.7000 | 0.778 | - |" in table
+    assert "Not run yet: {'adapt.data_fraction': 0.05}." in table
+    assert "Annotator sha256 (first 12): abababababab." in table
+    assert [r["point"] for r in json.loads((tmp_path / "ablation.json").read_text())] == [
+        {"adapt.data_fraction": 0.25},
+        {"adapt.data_fraction": 0.5},
+    ]
+
+
+def test_points_outside_the_grid_are_refused_before_anything_runs(tmp_path):
+    cfg = AblateConfig(base=SMOKE, grid={"adapt.data_fraction": [0.05, 0.25, 0.5]})
+    with pytest.raises(
+        ConfigError, match=r"--points \[3\]: the grid has 3 points, numbered 0 to 2"
+    ):
+        run_ablation(cfg, tmp_path / "out", only=[1, 3], where="grid.yaml")
+    assert not (tmp_path / "out").exists()
