@@ -111,14 +111,18 @@ def windows(n_tokens: int, size: int, stride: int) -> list[tuple[int, int]]:
 def best_window_for_words(doc: DocEncoding, wins) -> list[tuple[int, int]]:
     """For each word: (window index, position of its first subword in that window), choosing
     the window in which that subword is farthest from an edge."""
-    best = []
-    for t in doc.first_token:
+    best, first = [], 0
+    for t in doc.first_token:  # ascending, and windows are in order: walk them once
+        while first < len(wins) and wins[first][1] <= t:
+            first += 1
         choice, margin = None, -1
-        for k, (s, e) in enumerate(wins):
-            if s <= t < e:
-                m = min(t - s, e - 1 - t)
-                if m > margin:
-                    choice, margin = (k, t - s), m
+        k = first
+        while k < len(wins) and wins[k][0] <= t:
+            s, e = wins[k]
+            m = min(t - s, e - 1 - t)
+            if m > margin:
+                choice, margin = (k, t - s), m
+            k += 1
         best.append(choice)
     return best
 

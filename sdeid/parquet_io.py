@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import uuid
 
-from sdeid.schema import NOTE_COLUMNS, Note, NoteError, Span, arrow_schema, validate_note
+from sdeid.schema import (
+    NOTE_COLUMNS,
+    Note,
+    NoteError,
+    Span,
+    arrow_schema,
+    span_order,
+    validate_note,
+)
 
 
 def _filesystem(uri: str):
@@ -80,7 +88,10 @@ def table_to_notes(table, where: str = "", labels=None, allow_overlap: bool = Fa
             note = Note(
                 doc_ids[row],
                 texts[row],
-                sorted(map(Span, starts[lo:hi], ends[lo:hi], span_labels[lo:hi], scores[lo:hi])),
+                sorted(
+                    map(Span, starts[lo:hi], ends[lo:hi], span_labels[lo:hi], scores[lo:hi]),
+                    key=span_order,
+                ),
                 sources[row] or "",
                 annotators[row] or "",
             )
