@@ -15,6 +15,9 @@ and 44 CPUs each, at most `maxReplicas` of them). Where each figure comes from:
   `max_num_seqs`). Tokens/s = sequences / step time, times an assumed efficiency.
 - annotate and the synthetic NER model are encoder passes, bound by compute: 2 FLOPs per
   parameter per token to tag, 6 to train, at an assumed fraction of the GPU's bf16 peak.
+  An annotator actor also tokenizes, decodes spans and builds its shard in its own process,
+  between forward passes: that CPU time per note is measured (benchmarks/annotate_cpu.py, the
+  gold annotator on MEDDOCAN dev notes, this tree) and added to the GPU's.
 - adaptation does not grow with the notes (benchmarks/results/gpu_plan.md plans it).
 A note's tokens: MEDDOCAN train's mean length at 4 characters a token (the adaptation plan's
 estimate), capped by `max_new_tokens`. The assumptions are printed with the table.
@@ -54,6 +57,15 @@ def scale_costs(results: Path) -> dict:
     return costs
 
 
+def annotator_cpu(results: Path) -> tuple[float, int]:
+    """(CPU-seconds per note an annotator actor spends outside the model, notes measured):
+    the gold annotator with this tree's code, median of the repeats."""
+    m = json.loads(results.read_text())["models"]["gold annotator"]
+    runs = m["runs"]["this tree"]
+    per_note = sorted((r["total_s"] - r["forward_s"]) / r["notes"] for r in runs)
+    return per_note[len(per_note) // 2], m["notes"]
+
+
 def encoder_params() -> int:
     import torch
     from transformers import RobertaConfig, RobertaForTokenClassification
@@ -89,7 +101,9 @@ def plan(notes: int, cfg: dict, pod: dict, costs: dict, shape, enc_params: int, 
     rows.append(("generate", f"{engines} GPUs", math.ceil(engines / pod["gpus"]), hours))
     flops = ENCODER_MFU * GPU["bf16_tflops"] * 1e12
     tagged = notes * tokens["note"] * tokens["window_overlap"]
-    hours = 2 * enc_params * tagged / (ann["annotators"] * flops) / 3600
+    # The actor's own CPU work runs between its forward passes, so the two add up.
+    per_note = 2 * enc_params * tokens["note"] * tokens["window_overlap"] / flops
+    hours = notes * (per_note + costs["annotate_actor"][0]) / ann["annotators"] / 3600
     rows.append(("annotate", f"{ann['annotators']} GPUs", math.ceil(ann["annotators"] / 4), hours))
     workers, epochs = syn["num_workers"], syn["epochs"]
     hours = 6 * enc_params * tagged * epochs / (workers * flops) / 3600
@@ -121,6 +135,7 @@ def main(argv=None) -> int:
         "replicas": group["maxReplicas"],
     }
     costs = scale_costs(ROOT / "benchmarks/results/scale.json")
+    costs["annotate_actor"] = annotator_cpu(ROOT / "benchmarks/results/annotate_cpu.json")
     shape = model_shape(ROOT / "configs/models/flor-6.3b")
     enc_params = encoder_params()
     texts = [n.text for n in read_corpus(args.corpus, allow_overlap=True)]
@@ -172,8 +187,11 @@ def main(argv=None) -> int:
         + "; ".join(
             f"{CPU_STAGES[k]} {v[0] * 1000:.2f} ms (at {v[1]:,} notes)"
             for k, v in sorted(costs.items())
+            if k in CPU_STAGES
         )
-        + ".",
+        + f"; an annotator actor's own work outside the model (tokenizing, decoding spans, "
+        f"building its shard; one core) {costs['annotate_actor'][0] * 1000:.2f} ms a note, "
+        "added to its GPU time.",
         "",
         f"**Computed, not measured** (no GPU here): decoding on one {GPU['name']} "
         f"({GPU['bandwidth_gb_s']} GB/s): {d['kv_cache_gib']:.1f} GiB of KV cache beside the "

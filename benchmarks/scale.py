@@ -6,9 +6,11 @@
 
 The notes are scale notes (benchmarks/scale_notes.py): MEDDOCAN train sentences with fresh PHI
 values, not generated text; 1 % exact and 1 % near duplicates. Annotation uses a tiny tagger
-(a 2-layer, 32-wide BERT token classifier with random weights, so it tags little): it measures
-the stage's plumbing (reading, batching, writing, the driver), not the tagger, whose rate on
-MEDDOCAN is in benchmarks/results/annotate.md.
+(a 2-layer, 32-wide BERT token classifier with random weights): it measures the stage's
+plumbing (reading, batching, writing, the driver), not the tagger, whose rate on MEDDOCAN is in
+benchmarks/results/annotate.md. Its labels are noise, so it tags far more spans than a trained
+annotator (about 190 a note against about 20; benchmarks/results/annotate_cpu.md), and the
+per-span work weighs more here than in a real run.
 
 Each stage runs in its own process, pinned to `--cpus` cores (taskset; Ray gets 2 logical CPUs
 per core, as `sdeid` does), exactly as the job calls it: `clean_shards` (generate's clean-up),
