@@ -84,7 +84,11 @@ def baseline_tree(commit: str) -> Path:
     tree = WORK / f"baseline-{commit[:12]}"
     if not tree.is_dir():
         WORK.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], check=True)
+        # A worktree whose folder was deleted is still registered until pruned.
+        subprocess.run(["git", "worktree", "prune"], check=True, cwd=ROOT)
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), commit], check=True, cwd=ROOT
+        )
     return tree
 
 
