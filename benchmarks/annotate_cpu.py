@@ -13,8 +13,8 @@ torch thread. The model's forward pass is timed on its own and subtracted.
 
 The notes are MEDDOCAN dev texts (real length, about 3k characters). Two models:
 - `--model`: the gold annotator, which finds a realistic number of spans;
-- the scale benchmark's tiny random tagger, which tags about 190 spans a note, eight times as
-  many, so the per-span costs show.
+- the scale benchmark's tiny random tagger, whose labels are noise: about 500 spans a dev note,
+  twenty times as many, so the per-span costs show.
 
 The same measurement runs on `--baseline` (a commit, checked out as a git worktree under
 runs/bench-annotate-cpu/) in the same run, alternating with the working tree each repeat, so

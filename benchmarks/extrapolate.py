@@ -102,8 +102,8 @@ def plan(notes: int, cfg: dict, pod: dict, costs: dict, shape, enc_params: int, 
     flops = ENCODER_MFU * GPU["bf16_tflops"] * 1e12
     tagged = notes * tokens["note"] * tokens["window_overlap"]
     # The actor's own CPU work runs between its forward passes, so the two add up.
-    per_note = 2 * enc_params * tokens["note"] * tokens["window_overlap"] / flops
-    hours = notes * (per_note + costs["annotate_actor"][0]) / ann["annotators"] / 3600
+    busy_s = 2 * enc_params * tagged / flops + notes * costs["annotate_actor"][0]
+    hours = busy_s / ann["annotators"] / 3600
     rows.append(("annotate", f"{ann['annotators']} GPUs", math.ceil(ann["annotators"] / 4), hours))
     workers, epochs = syn["num_workers"], syn["epochs"]
     hours = 6 * enc_params * tagged * epochs / (workers * flops) / 3600
