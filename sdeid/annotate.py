@@ -66,11 +66,20 @@ class NerAnnotator:
         use_gpu: bool,
         dtype: str = "float32",
     ):
+        import os
+
         import torch
 
         from sdeid.hardware import resolve_dtype
         from sdeid.ner_predict import NerTagger
 
+        # The tokenizer encodes each batch in one call. On its Rust thread pool the actor kept
+        # about 4 KB more a note for as long as it lived (1 to 2 GB over the 262k notes of one
+        # Ray Data run), 0.6 KB sequentially; parallel was 11 % faster on 2 cores
+        # (benchmarks/results/annotate_memory.md). Memory wins: an actor lives for
+        # hours on a GPU node. annotate_cpu.md's per-note time, which the extrapolation
+        # uses, was measured sequential.
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
         if not use_gpu:
             torch.set_num_threads(max(1, threads))
         device = "cuda" if use_gpu else "cpu"
