@@ -1,6 +1,6 @@
 """Does an annotator actor's memory stay flat over a long run? Its resident size while tagging.
 
-    .venv/bin/python benchmarks/annotate_memory.py [--batches 250] [--repeats 2]
+    .venv/bin/python benchmarks/annotate_memory.py [--batches 600] [--repeats 2]
 
 An annotator actor lives for a whole Ray Data run (262,144 notes at the default
 window_batches), so a few kilobytes kept per note add up to gigabytes. This calls the actor's
@@ -121,9 +121,11 @@ def main():
         print(json.dumps(measure(sys.argv[2], int(sys.argv[3]))))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--batches", type=int, default=250)
+    ap.add_argument("--batches", type=int, default=600)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
+    if args.batches < 4 * EVERY or args.batches % EVERY:
+        ap.error(f"--batches must be a multiple of {EVERY}, at least {4 * EVERY}")
     runs = {"sequential": [], "parallel": []}
     for r in range(args.repeats):
         for arm in runs:
