@@ -79,8 +79,9 @@ def overrides(point: dict, fixed: dict | None = None) -> list[str]:
 def run_ablation(
     cfg: AblateConfig, out_dir, ray_address=None, dry_run=False, where="", only=None
 ) -> list:
-    """Run the grid's points (those numbered in `only`, 0-based in grid order, when given) and
-    write the table of every row: these and the earlier ones kept from ablation.json."""
+    """Run the grid's points (those numbered in `only`, 0-based in grid order, when given),
+    writing after each the table of every row: these and the earlier ones kept from
+    ablation.json. Returns this run's rows."""
     from sdeid.pipeline import load_pipeline_config, run_pipeline
 
     out_dir = Path(out_dir)
@@ -109,29 +110,35 @@ def run_ablation(
         records = run_pipeline(
             pipeline_cfg, out_dir, dry_run=dry_run, ray_address=ray_address, where=str(base)
         )
-        report = Path(next(r["folder"] for r in records if r["stage"] == "report"))
-        row = {"point": point, "actions": {r["stage"]: r["action"] for r in records}}
+        rows.append(_row(cfg, out_dir, point, records, dry_run))
         if not dry_run:
-            n = json.loads((report / "report.json").read_text())
-            row.update(
-                gold_strict_f1=n["scores"]["gold"]["strict_f1"],
-                gold_token_f1=n["scores"]["gold"]["token_f1"],
-                synthetic_strict_f1=n["scores"]["synthetic"]["strict_f1"],
-                synthetic_token_f1=n["scores"]["synthetic"]["token_f1"],
-                ratio_strict_f1=n["ratio_strict_f1"],
-                notes=n["notes"],
-                kept=n["lineage"]["audited_notes"]["kept"],
-                annotator_sha256=n["lineage"]["annotator"]["sha256"],
-                fixed=cfg.fixed,
-                **privacy_figures(n.get("audit") or {}),
-                # relative to the ablation's folder, which holds stages/
-                report=str((report / "report.md").relative_to(out_dir.resolve())),
-            )
-        rows.append(row)
-    if not dry_run:
-        rows = merged_rows(out_dir, cfg, rows)
-        write_ablation(out_dir, cfg, rows)
+            # After every point, not once at the end: a grid runs for hours, and a point that
+            # fails (or a session that ends) must not take the finished points' rows with it.
+            write_ablation(out_dir, cfg, merged_rows(out_dir, cfg, rows))
     return rows
+
+
+def _row(cfg: AblateConfig, out_dir: Path, point: dict, records: list, dry_run: bool) -> dict:
+    """One point's row of the table, from its run's report."""
+    report = Path(next(r["folder"] for r in records if r["stage"] == "report"))
+    row = {"point": point, "actions": {r["stage"]: r["action"] for r in records}}
+    if dry_run:
+        return row
+    n = json.loads((report / "report.json").read_text())
+    return row | dict(
+        gold_strict_f1=n["scores"]["gold"]["strict_f1"],
+        gold_token_f1=n["scores"]["gold"]["token_f1"],
+        synthetic_strict_f1=n["scores"]["synthetic"]["strict_f1"],
+        synthetic_token_f1=n["scores"]["synthetic"]["token_f1"],
+        ratio_strict_f1=n["ratio_strict_f1"],
+        notes=n["notes"],
+        kept=n["lineage"]["audited_notes"]["kept"],
+        annotator_sha256=n["lineage"]["annotator"]["sha256"],
+        fixed=cfg.fixed,
+        **privacy_figures(n.get("audit") or {}),
+        # relative to the ablation's folder, which holds stages/
+        report=str((report / "report.md").relative_to(out_dir.resolve())),
+    )
 
 
 def merged_rows(out_dir: Path, cfg: AblateConfig, new: list[dict]) -> list[dict]:
@@ -174,7 +181,10 @@ def privacy_figures(audit: dict) -> dict:
 
 
 def write_ablation(out_dir: Path, cfg: AblateConfig, rows: list[dict]) -> None:
-    (out_dir / "ablation.json").write_text(json.dumps(rows, indent=2))
+    # Replaced whole (written beside, then renamed): a run killed mid-write keeps the old rows.
+    tmp = out_dir / "ablation.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=2))
+    tmp.replace(out_dir / "ablation.json")
     keys = list(cfg.grid)
     paper = PAPER_SYNTHETIC_TOKEN_F1.get(keys[0]) if len(keys) == 1 else None
     lines = [

@@ -152,3 +152,39 @@ def test_points_outside_the_grid_are_refused_before_anything_runs(tmp_path):
     ):
         run_ablation(cfg, tmp_path / "out", only=[1, 3], where="grid.yaml")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_point_that_fails_keeps_the_rows_of_the_points_before_it(tmp_path, monkeypatch):
+    # The pipeline is replaced by one that writes a report for the first point and fails on the
+    # second: what is under test is the grid's bookkeeping, not the stages.
+    import sdeid.pipeline
+
+    def pipeline(cfg, out_dir, **kwargs):
+        if cfg.adapt["data_fraction"] == 0.5:
+            raise RuntimeError("adapt: the worker died")
+        report = out_dir / "stages" / "report-1"
+        report.mkdir(parents=True)
+        scores = {"strict_f1": 0.9, "token_f1": 0.95}
+        (report / "report.json").write_text(
+            json.dumps(
+                {
+                    "scores": {"gold": scores, "synthetic": scores},
+                    "ratio_strict_f1": 1.0,
+                    "notes": 50,
+                    "lineage": {"audited_notes": {"kept": 40}, "annotator": {"sha256": "ab"}},
+                }
+            )
+        )
+        return [{"stage": "report", "folder": str(report.resolve()), "action": "run"}]
+
+    monkeypatch.setattr(sdeid.pipeline, "run_pipeline", pipeline)
+    cfg = AblateConfig(base=SMOKE, grid={"adapt.data_fraction": [0.25, 0.5]})
+    with pytest.raises(RuntimeError, match="the worker died"):
+        run_ablation(cfg, tmp_path)
+    rows = json.loads((tmp_path / "ablation.json").read_text())
+    assert [r["point"] for r in rows] == [{"adapt.data_fraction": 0.25}]
+    assert rows[0]["report"] == "stages/report-1/report.md"
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| 0.25 | 40 of 50 |" in table
+    assert "Not run yet: {'adapt.data_fraction': 0.5}." in table
+    assert not (tmp_path / "ablation.json.tmp").exists()
