@@ -324,9 +324,17 @@ def _privacy_plot(path: Path, rows: list[dict]) -> None:
 
     fig, axes = plt.subplots(1, len(figures), figsize=(3.2 * len(figures), 3.2), squeeze=False)
     for ax, (name, label) in zip(axes[0], figures, strict=True):
-        pts = [(value(r, name), r["synthetic_token_f1"]) for r in rows]
-        pts = [(x, y) for x, y in pts if x is not None]
-        ax.plot([x for x, _ in pts], [y for _, y in pts], "o")
+        pts = [(value(r, name), r["synthetic_token_f1"], r["point"]) for r in rows]
+        pts = [(x, y, p) for x, y, p in pts if x is not None]
+        ax.plot([x for x, _, _ in pts], [y for _, y, _ in pts], "o")
+        for x, y, point in pts:  # which point is which: the grid's values beside each dot
+            ax.annotate(
+                ", ".join(map(str, point.values())),
+                (x, y),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         ax.set_xlabel(label)
         ax.set_ylabel("synthetic token F1")
     fig.tight_layout()
