@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/scale.py [--sizes 10000 100000] [--stages cleanup annotate audit]
                                          [--cpus 2] [--nodes 1] [--repeats 1]
-                                         [--window-batches N]
+                                         [--window-batches N] [--results PATH]
 
 The notes are scale notes (benchmarks/scale_notes.py): MEDDOCAN train sentences with fresh PHI
 values, not generated text; 1 % exact and 1 % near duplicates. Annotation uses a tiny tagger
@@ -18,7 +18,8 @@ per core, as `sdeid` does), exactly as the job calls it: `clean_shards` (generat
 Ray Data tasks at every size, then 50 steps of 32 windows on each of 2 Ray Train workers
 fine-tuning the tiny tagger's encoder, with 1 % of the notes held out as dev and tagged). Ray is started before the clock; the time is the stage's own. A
 thread samples the resident memory of the driver and of every Ray worker process every 0.2 s;
-the table gives the driver's peak and the largest worker peak.
+the table gives the driver's peak and the largest worker peak, and (runs since 2026-12-03)
+the largest worker's private memory: its RSS less shared and file-backed pages.
 
 `--window-batches N` sets annotate's Ray Data run length (AnnotateConfig.window_batches, 64 notes
 a batch), so that a size this machine can tag in minutes is cut into several runs, as 1M notes
@@ -64,7 +65,7 @@ class MemoryWatch:
 
         self.me, self.every, self.timeline_every = psutil.Process(), every, timeline_every
         self.anywhere = anywhere  # a cluster's workers are not this driver's children
-        self.driver, self.workers = 0, {}
+        self.driver, self.workers, self.private, self.names = 0, {}, {}, {}
         self.timeline: list[tuple[float, float]] = []  # (seconds, driver MB)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -82,9 +83,16 @@ class MemoryWatch:
             procs = psutil.process_iter() if self.anywhere else self.me.children(recursive=True)
             for p in procs:
                 try:
-                    if p.cmdline()[:1] and p.cmdline()[0].startswith("ray::"):
-                        rss = p.memory_info().rss
-                        self.workers[p.pid] = max(self.workers.get(p.pid, 0), rss)
+                    name = p.cmdline()[:1]
+                    if name and name[0].startswith("ray::"):
+                        m = p.memory_info()
+                        if m.rss > self.workers.get(p.pid, 0):
+                            self.workers[p.pid], self.names[p.pid] = m.rss, name[0][:60]
+                        # RSS less its file-backed and shared-memory pages: what the process
+                        # holds itself. A worker that reads the object store zero-copy has the
+                        # store's pages in its RSS; they are Ray's, counted once, not the worker's.
+                        private = m.rss - m.shared
+                        self.private[p.pid] = max(self.private.get(p.pid, 0), private)
                 except psutil.Error:
                     pass
             time.sleep(self.every)
@@ -210,10 +218,17 @@ def run_stage(stage: str, notes: Path, out: Path, cpus: int, window_batches: int
         seconds = time.time() - t0
     if address and stage in WRITERS:
         counts["shards_written_per_node"] = tasks_per_node(WRITERS[stage])
+    largest = max(mem.workers, key=mem.workers.get, default=None)
     return {
         "seconds": seconds,
         "driver_peak_mb": mem.driver / 2**20,
         "worker_peak_mb": max(mem.workers.values(), default=0) / 2**20,
+        "worker_private_peak_mb": max(mem.private.values(), default=0) / 2**20,
+        "largest_worker": {
+            "title": mem.names.get(largest),
+            "peak_mb": mem.workers.get(largest, 0) / 2**20,
+            "private_peak_mb": mem.private.get(largest, 0) / 2**20,
+        },
         "workers_seen": len(mem.workers),
         "driver_timeline_mb": mem.timeline,
         "counts": counts,
@@ -302,6 +317,26 @@ def render(results: list[dict]) -> str:
                 + " | ".join(f"{mb:.0f}" for mb in at)
                 + f" | {max(mb for _, mb in tl):.0f} |"
             )
+    private = [r for r in results if "worker_private_peak_mb" in r]
+    if private:
+        lines += [
+            "",
+            "Workers' own memory (runs that recorded it): a worker's RSS counts the object",
+            "store's shared-memory pages it reads zero-copy and the libraries it maps; less",
+            "those, what is left is its own heap. The largest worker is named by its Ray",
+            "process title at its peak.",
+            "",
+            "| stage | notes | cores | nodes | largest worker (by RSS) | its peak RSS MB | "
+            "its private peak MB | largest private peak MB (any worker) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(private, key=_order):
+            w = r["largest_worker"]
+            lines.append(
+                f"| {r['stage']} | {r['notes']:,} | {r['cpus']} | {_nodes(r)} | `{w['title']}` "
+                f"| {w['peak_mb']:.0f} | {w['private_peak_mb']:.0f} "
+                f"| {max(r['worker_private_peak_mb']):.0f} |"
+            )
     spread = [r for r in results if "shards_written_per_node" in r["counts"]]
     if spread:
         lines += [
@@ -368,8 +403,11 @@ def main():
     ap.add_argument("--nodes", type=int, default=1, choices=[1, 2])
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--window-batches", type=int, default=WINDOW_BATCHES)
+    # Elsewhere than the committed table: for a run whose times another job on the same cores
+    # would make meaningless, e.g. one made only to read memory.
+    ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
-    old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
+    old = json.loads(args.results.read_text()) if args.results.is_file() else []
     results = {(r["stage"], r["notes"], r["cpus"], _nodes(r)): r for r in old}
     nodes = args.nodes
     for n in args.sizes:
@@ -386,6 +424,8 @@ def main():
                     "seconds": [x["seconds"] for x in runs],
                     "driver_peak_mb": [x["driver_peak_mb"] for x in runs],
                     "worker_peak_mb": [x["worker_peak_mb"] for x in runs],
+                    "worker_private_peak_mb": [x["worker_private_peak_mb"] for x in runs],
+                    "largest_worker": runs[-1]["largest_worker"],
                     "workers_seen": runs[-1]["workers_seen"],
                     "driver_timeline_mb": runs[-1]["driver_timeline_mb"],
                     "counts": runs[-1]["counts"],
@@ -396,8 +436,8 @@ def main():
                     f"{max(r['driver_peak_mb']):.0f} MB, worker {max(r['worker_peak_mb']):.0f} MB",
                     flush=True,
                 )
-                RESULTS.write_text(json.dumps(list(results.values()), indent=1))
-                RESULTS.with_suffix(".md").write_text(render(list(results.values())))
+                args.results.write_text(json.dumps(list(results.values()), indent=1))
+                args.results.with_suffix(".md").write_text(render(list(results.values())))
 
 
 if __name__ == "__main__":
