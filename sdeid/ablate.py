@@ -181,10 +181,9 @@ def privacy_figures(audit: dict) -> dict:
 
 
 def write_ablation(out_dir: Path, cfg: AblateConfig, rows: list[dict]) -> None:
-    # Replaced whole (written beside, then renamed): a run killed mid-write keeps the old rows.
-    tmp = out_dir / "ablation.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=2))
-    tmp.replace(out_dir / "ablation.json")
+    from sdeid.pipeline import _write_json
+
+    _write_json(out_dir / "ablation.json", rows)  # whole: a run killed mid-write keeps the old rows
     keys = list(cfg.grid)
     paper = PAPER_SYNTHETIC_TOKEN_F1.get(keys[0]) if len(keys) == 1 else None
     lines = [

@@ -188,3 +188,4 @@ def test_a_point_that_fails_keeps_the_rows_of_the_points_before_it(tmp_path, mon
     assert "| 0.25 | 40 of 50 |" in table
     assert "Not run yet: {'adapt.data_fraction': 0.5}." in table
     assert not (tmp_path / "ablation.json.tmp").exists()
+    assert not (tmp_path / ".ablation.json.tmp").exists()
