@@ -311,14 +311,16 @@ def _privacy_plot(path: Path, rows: list[dict]) -> None:
 
     figures = [("ngram5_recall", "5-gram recall"), ("leaked_phi_strings", "leaked PHI strings")]
     if any(r.get("exposure_median") for r in rows):
-        figures.append(("exposure_max_median", "canary exposure (most copies, median)"))
+        # The canary seen once: the rare record a release must not expose. The most-repeated
+        # canary reaches the ceiling (log2 R) at every adapted point so it cannot tell them apart.
+        figures.append(("exposure_once_median", "canary exposure (fewest copies, median)"))
     if any(r.get("mia_auc") is not None for r in rows):
         figures.append(("mia_auc", "membership AUC (loss)"))
 
     def value(r, name):
-        if name == "exposure_max_median":
+        if name == "exposure_once_median":
             exp = r.get("exposure_median") or {}
-            return exp[max(exp, key=int)] if exp else None
+            return exp[min(exp, key=int)] if exp else None
         return r.get(name)
 
     fig, axes = plt.subplots(1, len(figures), figsize=(3.2 * len(figures), 3.2), squeeze=False)
