@@ -195,12 +195,18 @@ def growth(run: dict, n: int) -> dict:
 
 
 def run_arm(arm: str, n: int, pace: float) -> dict:
+    import tempfile
+
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'benchmarks'}"}
-    cmd = ["taskset", "-c", "0,1", sys.executable, __file__, "--worker", arm, str(n), str(pace)]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
-    if run.returncode != 0:
-        raise SystemExit(f"{arm} failed:\n{run.stderr[-3000:]}")
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    with tempfile.NamedTemporaryFile(suffix=".json") as result:
+        # The result goes through a file: the stage and Ray print to stdout to the last moment.
+        cmd = ["taskset", "-c", "0,1", sys.executable, __file__, "--worker", arm, str(n)]
+        run = subprocess.run(
+            cmd + [str(pace), result.name], env=env, capture_output=True, text=True, cwd=ROOT
+        )
+        if run.returncode != 0:
+            raise SystemExit(f"{arm} failed:\n{run.stderr[-3000:]}")
+        return json.loads(Path(result.name).read_text())
 
 
 def render(result: dict) -> str:
@@ -243,8 +249,9 @@ def summarise(runs: list[dict], n: int) -> dict:
 
 
 def main():
-    if len(sys.argv) == 5 and sys.argv[1] == "--worker":
-        print(json.dumps(measure(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))))
+    if len(sys.argv) == 6 and sys.argv[1] == "--worker":
+        result = measure(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+        Path(sys.argv[5]).write_text(json.dumps(result))
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--notes", type=int, default=100_000)
