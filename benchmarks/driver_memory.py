@@ -31,16 +31,17 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+from scale import Sampler
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "driver_memory.json"
 BATCH = 64  # AnnotateConfig.batch_size
 
 
-class RssTimeline:
+class RssTimeline(Sampler):
     """The process's RSS every `every` s, in a thread; with `trim`, after glibc's malloc_trim."""
 
     def __init__(self, trim: bool, every: float = 1.0):
@@ -48,27 +49,14 @@ class RssTimeline:
 
         import psutil
 
-        self.me, self.every, self.samples = psutil.Process(), every, []
+        super().__init__(every)
+        self.me, self.samples = psutil.Process(), []
         self.trim = ctypes.CDLL("libc.so.6").malloc_trim if trim else None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        start = time.time()
-        while not self._stop.is_set():
-            if self.trim:
-                self.trim(0)
-            rss = self.me.memory_info().rss / 2**20
-            self.samples.append((round(time.time() - start, 1), round(rss, 2)))
-            time.sleep(self.every)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def sample(self, now: float):
+        if self.trim:
+            self.trim(0)
+        self.samples.append((round(now, 1), round(self.me.memory_info().rss / 2**20, 2)))
 
 
 class PassThrough:
@@ -104,7 +92,9 @@ class Writer:
             table = pa.concat_tables(self.parts.pop(index))
             pq.write_table(table, f"{self.out}/shard-{index:05d}.parquet")
             done.append({"shard": index, "rows": table.num_rows})
-        return pa.Table.from_pylist(done, schema=pa.schema([("shard", pa.int64()), ("rows", pa.int64())]))
+        return pa.Table.from_pylist(
+            done, schema=pa.schema([("shard", pa.int64()), ("rows", pa.int64())])
+        )
 
 
 def read_shard(item, files: dict):
@@ -264,7 +254,9 @@ def main():
     for r in range(args.repeats):
         for arm in args.arms:  # arms alternate, so a slow spell of the machine hits them all
             runs[arm].append(run_arm(arm, args.notes, args.pace))
-            print(f"[driver_memory] {arm} run {r + 1}: {runs[arm][-1]['seconds']:.0f} s", flush=True)
+            print(
+                f"[driver_memory] {arm} run {r + 1}: {runs[arm][-1]['seconds']:.0f} s", flush=True
+            )
     result = {
         "notes": args.notes,
         "pace": args.pace,

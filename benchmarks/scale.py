@@ -55,46 +55,19 @@ RESULTS = ROOT / "benchmarks" / "results" / "scale.json"
 MEDDOCAN_TRAIN = ROOT.parent / "shared" / "data" / "meddocan" / "train"
 
 
-class MemoryWatch:
-    """Peak RSS of this process and of every Ray worker under it, sampled in a thread, and the
-    driver's RSS over time (a point every `timeline_every` s): a peak that grows with the notes
-    must be told from one reached early and held."""
+class Sampler:
+    """Calls `self.sample(seconds since the start)` every `every` s, in a thread, for the length
+    of a `with` block."""
 
-    def __init__(self, every: float = 0.2, timeline_every: float = 5.0, anywhere: bool = False):
-        import psutil
-
-        self.me, self.every, self.timeline_every = psutil.Process(), every, timeline_every
-        self.anywhere = anywhere  # a cluster's workers are not this driver's children
-        self.driver, self.workers, self.private, self.names = 0, {}, {}, {}
-        self.timeline: list[tuple[float, float]] = []  # (seconds, driver MB)
+    def __init__(self, every: float):
+        self.every = every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        import psutil
-
         start = time.time()
         while not self._stop.is_set():
-            rss = self.me.memory_info().rss
-            self.driver = max(self.driver, rss)
-            now = time.time() - start
-            if not self.timeline or now - self.timeline[-1][0] >= self.timeline_every:
-                self.timeline.append((round(now, 1), round(rss / 2**20, 1)))
-            procs = psutil.process_iter() if self.anywhere else self.me.children(recursive=True)
-            for p in procs:
-                try:
-                    name = p.cmdline()[:1]
-                    if name and name[0].startswith("ray::"):
-                        m = p.memory_info()
-                        if m.rss > self.workers.get(p.pid, 0):
-                            self.workers[p.pid], self.names[p.pid] = m.rss, name[0][:60]
-                        # RSS less its file-backed and shared-memory pages: what the process
-                        # holds itself. A worker that reads the object store zero-copy has the
-                        # store's pages in its RSS; they are Ray's, counted once, not the worker's.
-                        private = m.rss - m.shared
-                        self.private[p.pid] = max(self.private.get(p.pid, 0), private)
-                except psutil.Error:
-                    pass
+            self.sample(time.time() - start)
             time.sleep(self.every)
 
     def __enter__(self):
@@ -104,6 +77,44 @@ class MemoryWatch:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+class MemoryWatch(Sampler):
+    """Peak RSS of this process and of every Ray worker under it, sampled in a thread, and the
+    driver's RSS over time (a point every `timeline_every` s): a peak that grows with the notes
+    must be told from one reached early and held."""
+
+    def __init__(self, every: float = 0.2, timeline_every: float = 5.0, anywhere: bool = False):
+        import psutil
+
+        super().__init__(every)
+        self.me, self.timeline_every = psutil.Process(), timeline_every
+        self.anywhere = anywhere  # a cluster's workers are not this driver's children
+        self.driver, self.workers, self.private, self.names = 0, {}, {}, {}
+        self.timeline: list[tuple[float, float]] = []  # (seconds, driver MB)
+
+    def sample(self, now: float):
+        import psutil
+
+        rss = self.me.memory_info().rss
+        self.driver = max(self.driver, rss)
+        if not self.timeline or now - self.timeline[-1][0] >= self.timeline_every:
+            self.timeline.append((round(now, 1), round(rss / 2**20, 1)))
+        procs = psutil.process_iter() if self.anywhere else self.me.children(recursive=True)
+        for p in procs:
+            try:
+                name = p.cmdline()[:1]
+                if name and name[0].startswith("ray::"):
+                    m = p.memory_info()
+                    if m.rss > self.workers.get(p.pid, 0):
+                        self.workers[p.pid], self.names[p.pid] = m.rss, name[0][:60]
+                    # RSS less its file-backed and shared-memory pages: what the process
+                    # holds itself. A worker that reads the object store zero-copy has the
+                    # store's pages in its RSS; they are Ray's, counted once, not the worker's.
+                    private = m.rss - m.shared
+                    self.private[p.pid] = max(self.private.get(p.pid, 0), private)
+            except psutil.Error:
+                pass
 
 
 def tiny_tagger(folder: Path) -> Path:
