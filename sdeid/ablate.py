@@ -30,15 +30,14 @@ from pathlib import Path
 from sdeid.config import ConfigError
 
 SEEDED = ("annotator.seed", "adapt.seed", "generate.seed", "synthetic_ner.seed")
-# The paper's MEDDOCAN token F1 of the synthetic NER model (../shared/PAPER.md) for the grids
-# that reproduce its ablations; its largest share is 95 % of train, set beside sdeid's 100 %.
-PAPER_SYNTHETIC_TOKEN_F1 = {
-    "adapt.data_fraction": {0.0: 0.295, 0.05: 0.313, 0.25: 0.970, 1.0: 0.973},
+# The paper's MEDDOCAN token F1 (../shared/PAPER.md) for the grids that reproduce its ablations:
+# of the synthetic NER model, and of the gold-trained annotator where its share varied too. Its
+# largest share is 95 % of train, set beside sdeid's 100 %.
+PAPER_TOKEN_F1 = {
+    "adapt.data_fraction": {"synthetic": {0.0: 0.295, 0.05: 0.313, 0.25: 0.970, 1.0: 0.973}},
     "annotator.train_fraction+adapt.data_fraction": {
-        0.05: 0.309,
-        0.25: 0.964,
-        0.5: 0.970,
-        1.0: 0.973,
+        "annotator": {0.05: 0.931, 0.25: 0.967, 0.5: 0.973, 1.0: 0.978},
+        "synthetic": {0.05: 0.309, 0.25: 0.964, 0.5: 0.970, 1.0: 0.973},
     },
 }
 
@@ -185,7 +184,7 @@ def write_ablation(out_dir: Path, cfg: AblateConfig, rows: list[dict]) -> None:
 
     _write_json(out_dir / "ablation.json", rows)  # whole: a run killed mid-write keeps the old rows
     keys = list(cfg.grid)
-    paper = PAPER_SYNTHETIC_TOKEN_F1.get(keys[0]) if len(keys) == 1 else None
+    paper = PAPER_TOKEN_F1.get(keys[0], {}) if len(keys) == 1 else {}
     lines = [
         "# Ablation",
         "",
@@ -199,8 +198,9 @@ def write_ablation(out_dir: Path, cfg: AblateConfig, rows: list[dict]) -> None:
         ),
         "| " + " | ".join(keys) + " | synthetic notes kept by the audit | annotator strict F1 "
         "| annotator token F1 | synthetic strict F1 | synthetic token F1 "
-        "| synthetic / annotator (strict) |" + (" paper: synthetic token F1 |" if paper else ""),
-        "|" + "---|" * (len(keys) + 6 + bool(paper)),
+        "| synthetic / annotator (strict) |"
+        + "".join(f" paper: {model} token F1 |" for model in paper),
+        "|" + "---|" * (len(keys) + 6 + len(paper)),
     ]
     for r in rows:
         ratio = r["ratio_strict_f1"]
@@ -210,8 +210,7 @@ def write_ablation(out_dir: Path, cfg: AblateConfig, rows: list[dict]) -> None:
             *(f"{r[m]:.4f}" for m in ("synthetic_strict_f1", "synthetic_token_f1")),
             "-" if ratio is None else f"{ratio:.3f}",
         ]
-        if paper:
-            cells.append(_cell(paper.get(r["point"][keys[0]])))
+        cells += [_cell(by_share.get(r["point"][keys[0]])) for by_share in paper.values()]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     missing = [p for p in points(cfg.grid) if _key(p) not in {_key(r["point"]) for r in rows}]
@@ -234,13 +233,14 @@ def write_ablation(out_dir: Path, cfg: AblateConfig, rows: list[dict]) -> None:
     for key in keys:
         if all(isinstance(r["point"][key], int | float) for r in rows):
             name = f"ablation_{key.replace('.', '_')}.png"
-            _curve(out_dir / name, key, rows)
+            _curve(out_dir / name, key, rows, paper)
             lines += [f"![{key}]({name})", ""]
     (out_dir / "ablation.md").write_text("\n".join(lines))
 
 
-def _curve(path: Path, key: str, rows: list[dict]) -> None:
-    """F1 against one grid setting, averaged over the other settings' values."""
+def _curve(path: Path, key: str, rows: list[dict], paper: dict) -> None:
+    """F1 against one grid setting, averaged over the other settings' values, with the paper's
+    token F1 beside it where it has one (`paper`: model -> share -> F1)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,6 +261,15 @@ def _curve(path: Path, key: str, rows: list[dict]) -> None:
     ):
         style = "-o" if "strict" in metric else "--x"
         ax.plot(xs, [mean(metric, x) for x in xs], style, label=label)
+    for (model, by_share), marker in zip(paper.items(), ("s", "^"), strict=False):
+        share = sorted(by_share)
+        ax.plot(
+            share,
+            [by_share[x] for x in share],
+            ":" + marker,
+            color="grey",
+            label=f"paper: {model}, token (its 95 % at 1.0)",
+        )
     ax.set_xlabel(key)
     ax.set_ylabel("F1 on the gold test set")
     ax.legend(fontsize=7)
@@ -274,7 +283,7 @@ def _privacy_table(keys: list, rows: list[dict]) -> list[str]:
         return []
     repeats = sorted({k for r in rows for k in r.get("exposure_median", {})}, key=int)
     head = ["5-gram recall", "leaked PHI strings", "notes dropped"]
-    head += [f"exposure, {k} copies (median)" for k in repeats]
+    head += [f"exposure, {k} cop{'y' if k == '1' else 'ies'} (median)" for k in repeats]
     head += ["canary secrets generated", "membership AUC (loss)"]
     lines = [
         "Privacy, before the audit's filter (the generator's figures where it was measured):",

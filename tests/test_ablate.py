@@ -105,6 +105,11 @@ def test_settings_varied_together_and_the_privacy_table(tmp_path):
     ]
     write_ablation(tmp_path, cfg, rows)
     table = (tmp_path / "ablation.md").read_text()
+    # The paper's annotator and synthetic token F1 at the same share, from ../shared/PAPER.md.
+    assert (
+        "| 0.25 | 40 of 50 | 0.9000 | 0.9000 | 0.9000 | 0.7000 | 1.000 | 0.967 | 0.964 |" in table
+    )
+    assert "exposure, 1 copy (median) | exposure, 16 copies (median)" in table
     assert f"| {key} | 5-gram recall | leaked PHI strings | notes dropped |" in table
     assert "| 0.25 | 0.300 | 3 | 10 | 0.50 | 9.50 | 0 | 0.610 |" in table
     assert (tmp_path / "ablation_privacy.png").read_bytes()[:4] == b"\x89PNG"
