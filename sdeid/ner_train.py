@@ -51,6 +51,9 @@ class NerTrainConfig:
     stride: int = 64
     """Subwords shared by consecutive windows of a long document."""
     epochs: int = 6
+    min_steps: int = 0
+    """Train at least this many optimizer steps in all: when `epochs` full epochs fall short (a
+    small share of train, a few windows an epoch), more epochs run. 0: exactly `epochs`."""
     batch_size: int = 16
     learning_rate: float = 1.0e-4
     warmup_ratio: float = 0.06
@@ -86,6 +89,8 @@ class NerTrainConfig:
         for name in ("epochs", "batch_size", "num_workers", "max_length", "shuffle_buffer"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.min_steps < 0:
+            raise ValueError(f"min_steps must be 0 or more, got {self.min_steps}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ValueError(f"max_steps must be positive, got {self.max_steps}")
         if self.precision not in ("fp32", "bf16", "auto"):
@@ -150,6 +155,8 @@ class _Run:
     optimizer: object
     scheduler: object
     steps_per_epoch: int
+    epochs: int
+    """`epochs`, or more to reach `min_steps`."""
     bf16: bool = False
     """Autocast in bfloat16: `precision` bf16, or auto where this worker has it natively."""
     start_epoch: int = 0
@@ -162,10 +169,16 @@ def train_loop(config: dict):
     this worker's share of dev, and reports a checkpoint (rank 0 writes it)."""
     cfg = with_label_set(NerTrainConfig(**config["cfg"]))
     run = _set_up(cfg, config["train_windows"])
-    for epoch in range(run.start_epoch, cfg.epochs):
+    for epoch in range(run.start_epoch, run.epochs):
         metrics = _train_epoch(cfg, run, epoch)
         metrics.update(_evaluate(cfg, run))
         _checkpoint(cfg, run, epoch, metrics)
+
+
+def epochs_to_run(cfg: NerTrainConfig, steps_per_epoch: int) -> int:
+    """`epochs`, or as many more as `min_steps` needs: a fixed number of epochs over a small
+    share of train is too few steps to learn anything (the 5 % annotator's 2 epochs are 30)."""
+    return max(cfg.epochs, -(-cfg.min_steps // max(1, steps_per_epoch)))
 
 
 def _set_up(cfg: NerTrainConfig, train_windows: int) -> _Run:
@@ -200,7 +213,8 @@ def _set_up(cfg: NerTrainConfig, train_windows: int) -> _Run:
     # keep the DDP ranks in lockstep.
     steps_per_epoch = -(-(train_windows // world) // cfg.batch_size)
     steps_per_epoch = min(steps_per_epoch, cfg.max_steps or steps_per_epoch)
-    total_steps = steps_per_epoch * cfg.epochs
+    epochs = epochs_to_run(cfg, steps_per_epoch)
+    total_steps = steps_per_epoch * epochs
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
@@ -217,8 +231,11 @@ def _set_up(cfg: NerTrainConfig, train_windows: int) -> _Run:
         optimizer,
         scheduler,
         steps_per_epoch,
+        epochs,
         bf16=resolve_precision(cfg.precision, cfg.use_gpu) == "bf16",
     )
+    if rank == 0 and epochs > cfg.epochs:
+        print(f"[ner] {epochs} epochs of {steps_per_epoch} steps to reach min_steps", flush=True)
     if rank == 0 and cfg.precision == "auto":
         print(f"[ner] precision auto: {'bf16' if run.bf16 else 'fp32'} on this device", flush=True)
     resume = ray.train.get_checkpoint()
@@ -285,7 +302,7 @@ def _train_epoch(cfg: NerTrainConfig, run: _Run, epoch: int) -> dict:
             el = time.time() - t0
             eta = el / step * max(0, run.steps_per_epoch - step)
             print(
-                f"[ner] epoch {epoch + 1}/{cfg.epochs} step {step}/{run.steps_per_epoch} "
+                f"[ner] epoch {epoch + 1}/{run.epochs} step {step}/{run.steps_per_epoch} "
                 f"loss {loss_sum / step:.4f} {tokens * run.world / el:.0f} tok/s "
                 f"epoch ETA {eta:.0f}s",
                 flush=True,
@@ -300,6 +317,7 @@ def _train_epoch(cfg: NerTrainConfig, run: _Run, epoch: int) -> dict:
         "train_loss": loss_sum / max(1, step),
         "train_tokens_per_s": sum(w[1] for w in per_worker) / train_s,
         "train_s": train_s,
+        "steps": step,
         "windows_per_worker": [int(w[0]) for w in per_worker],
         "peak_rss_mb": max(w[2] for w in per_worker),
         "worker_peak_rss_mb": [round(w[2], 1) for w in per_worker],

@@ -28,6 +28,7 @@ def test_defaults_and_overrides(tmp_path):
         (BASE + "epoch: 3\n", r"c.yaml: unknown key\(s\) \['epoch'\]"),
         (BASE + "epochs: three\n", r"c.yaml: epochs: expected int, got str 'three'"),
         (BASE + "epochs: 0\n", r"c.yaml: epochs must be positive, got 0"),
+        (BASE + "min_steps: -1\n", r"c.yaml: min_steps must be 0 or more, got -1"),
         (BASE + "train_fraction: 1.5\n", r"train_fraction must be in \(0, 1\]"),
         (BASE + "precision: fp16\n", r"c.yaml: precision must be fp32, bf16 or auto, got 'fp16'"),
         ("train: a\n", r"c.yaml: missing required key\(s\) \['base_model'\]"),

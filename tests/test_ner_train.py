@@ -58,3 +58,22 @@ def test_two_bf16_workers_learn_the_toy_corpus_and_keep_float32_weights(
     assert len(manifest["inputs"]["train"]["sha256"]) == 64
     model = AutoModelForTokenClassification.from_pretrained(out / "model", dtype="auto")
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # as stored
+
+
+def test_min_steps_adds_epochs_to_a_small_share(tmp_path, tiny_bert, local_ray):
+    """Epochs of 2 steps (max_steps), 1 epoch asked and at least 5 steps: 3 epochs of 2 steps
+    run, the schedule spread over all 6, and dev picks among the three."""
+    cfg = toy_config(tmp_path, tiny_bert, epochs=1, max_steps=2, min_steps=5, cpus_per_worker=1)
+    result = run_ner_train(cfg, tmp_path / "out")
+
+    assert [(m["epoch"], m["steps"]) for m in result["epochs"]] == [(1, 2), (2, 2), (3, 2)]
+    assert result["best_epoch"] in (1, 2, 3)
+
+
+def test_epochs_to_run_reaches_min_steps_only_when_short():
+    from sdeid.ner_train import epochs_to_run
+
+    cfg = NerTrainConfig(train="t", base_model="m", epochs=2, min_steps=160)
+    assert epochs_to_run(cfg, steps_per_epoch=15) == 11  # the 5 % share: 165 steps
+    assert epochs_to_run(cfg, steps_per_epoch=88) == 2  # the 25 % share: 176 already
+    assert epochs_to_run(NerTrainConfig(train="t", base_model="m", epochs=2), 15) == 2
