@@ -62,7 +62,7 @@ def test_two_bf16_workers_learn_the_toy_corpus_and_keep_float32_weights(
 
 def test_min_steps_adds_epochs_to_a_small_share(tmp_path, tiny_bert, local_ray):
     """Epochs of 2 steps (max_steps), 1 epoch asked and at least 5 steps: 3 epochs of 2 steps
-    run, the schedule spread over all 6, and dev picks among the three."""
+    run, and dev picks among the three."""
     cfg = toy_config(tmp_path, tiny_bert, epochs=1, max_steps=2, min_steps=5, cpus_per_worker=1)
     result = run_ner_train(cfg, tmp_path / "out")
 
