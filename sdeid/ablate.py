@@ -121,8 +121,8 @@ def _row(cfg: AblateConfig, out_dir: Path, point: dict, records: list, dry_run: 
     """One point's row of the table, from its run's report."""
     report = Path(next(r["folder"] for r in records if r["stage"] == "report"))
     row = {"point": point, "actions": {r["stage"]: r["action"] for r in records}}
-    if dry_run:
-        return row
+    if dry_run:  # what each point would run: the adaptation's and the NER stages' plans
+        return row | {"plans": {r["stage"]: r["plan"] for r in records if "plan" in r}}
     n = json.loads((report / "report.json").read_text())
     return row | dict(
         gold_strict_f1=n["scores"]["gold"]["strict_f1"],

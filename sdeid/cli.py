@@ -81,11 +81,14 @@ def _add_format_arg(p):
 
 
 def _ner_train(args):
-    from sdeid.ner_job import run_ner_train
+    from sdeid.config import config_to_dict, load_config
+    from sdeid.ner_job import ner_plan, run_ner_train
     from sdeid.ner_train import NerTrainConfig
 
-    cfg = _resolved_config(NerTrainConfig, args)
-    if cfg is None:
+    cfg = load_config(NerTrainConfig, args.config, args.set)
+    if args.dry_run:  # the resolved config and its schedule (windows, steps, epochs)
+        plan = ner_plan(cfg, str(args.config))
+        print(json.dumps({"config": config_to_dict(cfg), "plan": plan}, indent=2))
         return 0
     result = run_ner_train(cfg, args.out, ray_address=args.address)
     summary = {k: result[k] for k in ("best_epoch", "best_dev_f1", "train_wall_s")}

@@ -397,6 +397,56 @@ def training_data(cfg):
     }
 
 
+PREP_FIELDS = (
+    "train", "base_model", "labels", "label_map", "discontinuous", "min_confidence",
+    "max_length", "stride",
+)  # fmt: skip
+"""The fields that decide a note's windows (the others decide only which notes train)."""
+
+_WINDOWS_BY_NOTE: dict[tuple, dict] = {}
+
+
+def planned_windows(cfg) -> dict | None:
+    """{"train_notes", "train_windows"} as training_data will count them, counted in this
+    process before anything runs (for --dry-run); None for a Parquet corpus of more than
+    LOCAL_NOTES notes (counted by Ray Data when it is trained on). A bad note that training
+    would read is refused here as training refuses it."""
+    import dataclasses
+
+    import pyarrow as pa
+
+    from sdeid.corpus_io import detect_format
+
+    if detect_format(cfg.train) == "parquet":
+        if sum(f["rows"] for f in parquet_files(cfg.train)[0]) > LOCAL_NOTES:
+            return None
+    key = tuple(str(getattr(cfg, name)) for name in PREP_FIELDS)
+    if key not in _WINDOWS_BY_NOTE:  # an ablation's points share one corpus: tokenize it once
+        every_note = dataclasses.replace(cfg, dev=cfg.dev or "-", train_fraction=1.0)
+        _WINDOWS_BY_NOTE[key] = _windows_by_note(read_notes(cfg, cfg.train), every_note)
+    by_note = _WINDOWS_BY_NOTE[key]
+    cfg = effective_thresholds(pa.table({"doc_id": pa.array(list(by_note), pa.string())}), cfg)
+    roles = {doc_id: note_role(doc_id, cfg) for doc_id in by_note}
+    for doc_id, (_, error) in by_note.items():
+        if error is not None and roles[doc_id] != "unused":
+            raise NoteError(error)
+    train = [doc_id for doc_id, role in roles.items() if role == "train"]
+    return {"train_notes": len(train), "train_windows": sum(by_note[d][0] for d in train)}
+
+
+def _windows_by_note(notes, cfg) -> dict[str, tuple[int, str | None]]:
+    """{doc_id: (windows, error)} for every note of a Table, `cfg` making them all train."""
+    import dataclasses
+
+    cfg_dict = dataclasses.asdict(cfg)
+    by_note = {}
+    for i in range(notes.num_rows):
+        windows = prepare_batch(notes.slice(i, 1), cfg_dict, "train")
+        error = windows["error"][0].as_py() if windows.num_rows else None
+        by_note[notes["doc_id"][i].as_py()] = (windows.num_rows, error)
+    return by_note
+
+
 def dev_shards(dev, world: int) -> dict:
     """dev cut into one dataset per worker ("dev_0", ...), as even as its notes allow: Ray
     Train's own split would drop rows to make the shares equal, and dev must be scored whole."""

@@ -44,6 +44,32 @@ def evaluate_model(model_dir, gold_notes, max_length=256, stride=64):
     return ner_scores(gold_notes, preds), preds, len(gold_notes) / elapsed
 
 
+def ner_plan(cfg: NerTrainConfig, where: str) -> dict:
+    """What training will do, for --dry-run: the training notes and windows, the steps an
+    epoch over the workers, and the epochs run (more than `epochs` where `min_steps` needs
+    them). A run in which no worker gets a window is refused, naming `where`."""
+    from sdeid.config import ConfigError
+    from sdeid.ner_data import planned_windows
+    from sdeid.ner_train import schedule, with_label_set
+
+    counts = planned_windows(with_label_set(cfg))
+    if counts is None:
+        return {"train_windows": "counted when training starts (a large Parquet corpus)"}
+    steps, epochs = schedule(cfg, counts["train_windows"], cfg.num_workers)
+    if steps == 0:
+        raise ConfigError(
+            f"{where}: {counts['train_windows']} training windows over {cfg.num_workers} "
+            "workers: no worker gets one, so nothing would train"
+        )
+    return {
+        **counts,
+        "workers": cfg.num_workers,
+        "steps_per_epoch": steps,
+        "epochs": epochs,
+        "steps": steps * epochs,
+    }
+
+
 def run_ner_train(cfg: NerTrainConfig, out_dir, ray_address: str | None = None) -> dict:
     from sdeid.brat import write_brat
     from sdeid.metrics import per_label_table

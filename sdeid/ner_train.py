@@ -181,6 +181,15 @@ def epochs_to_run(cfg: NerTrainConfig, steps_per_epoch: int) -> int:
     return max(cfg.epochs, -(-cfg.min_steps // max(1, steps_per_epoch)))
 
 
+def schedule(cfg: NerTrainConfig, train_windows: int, world: int) -> tuple[int, int]:
+    """(optimizer steps an epoch, epochs) for this many training windows over `world` workers."""
+    # Ray Train's split gives every worker train_windows // world windows: equal step counts
+    # keep the DDP ranks in lockstep.
+    steps_per_epoch = -(-(train_windows // world) // cfg.batch_size)
+    steps_per_epoch = min(steps_per_epoch, cfg.max_steps or steps_per_epoch)
+    return steps_per_epoch, epochs_to_run(cfg, steps_per_epoch)
+
+
 def _set_up(cfg: NerTrainConfig, train_windows: int) -> _Run:
     """The model, optimizer and schedule, restored from the last checkpoint when resuming."""
     import ray.train
@@ -209,11 +218,7 @@ def _set_up(cfg: NerTrainConfig, train_windows: int) -> _Run:
         label2id={n: i for i, n in enumerate(names)},
     )
     model = ray.train.torch.prepare_model(model)
-    # Ray Train's split gives every worker train_windows // world windows: equal step counts
-    # keep the DDP ranks in lockstep.
-    steps_per_epoch = -(-(train_windows // world) // cfg.batch_size)
-    steps_per_epoch = min(steps_per_epoch, cfg.max_steps or steps_per_epoch)
-    epochs = epochs_to_run(cfg, steps_per_epoch)
+    steps_per_epoch, epochs = schedule(cfg, train_windows, world)
     total_steps = steps_per_epoch * epochs
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay

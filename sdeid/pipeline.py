@@ -391,6 +391,7 @@ def run_pipeline(
             r["config"] = s.config if isinstance(s.config, dict) else config_to_dict(s.config)
         if adapt_plan is not None:
             adapt_record["plan"] = adapt_plan
+        _plan_ner(records, by_name, where)
         return records
     if adapt_plan is not None:
         from sdeid.adapt_job import refuse_bad_plan
@@ -454,6 +455,18 @@ def _adapt_plan(by_name: dict[str, Stage]) -> dict:
             by_name["adapt"].config, model_config=llama_config(base_lm.config["preset"])
         )
     return adapt_plan(by_name["adapt"].config)
+
+
+def _plan_ner(records: list[dict], by_name: dict[str, Stage], where: str) -> None:
+    """The NER stages' schedules, where their training notes exist: the annotator's always
+    (the private corpus), the synthetic model's once the audit has written its notes."""
+    from sdeid.ner_job import ner_plan
+
+    for r in records:
+        stage = by_name[r["stage"]]
+        ready = all(by_name[up].finished for up in stage.after)
+        if r["stage"] in ("annotator", "synthetic_ner") and ready:
+            r["plan"] = ner_plan(stage.config, f"{where}: {r['stage']}")
 
 
 def _write_json(path: Path, value) -> None:

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, needs_meddocan
 
 
 def sdeid(*args):
@@ -30,7 +30,8 @@ def test_bad_corpus_exits_2_with_message(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def test_ner_train_dry_run_prints_resolved_config():
+@needs_meddocan
+def test_ner_train_dry_run_prints_resolved_config_and_schedule():
     out = sdeid(
         "ner",
         "train",
@@ -43,8 +44,11 @@ def test_ner_train_dry_run_prints_resolved_config():
         "--dry-run",
     )
     assert out.returncode == 0, out.stderr
-    cfg = json.loads(out.stdout)
-    assert cfg["epochs"] == 1 and cfg["base_model"].startswith("package:")
+    dry = json.loads(out.stdout)
+    assert dry["config"]["epochs"] == 1 and dry["config"]["base_model"].startswith("package:")
+    plan = dry["plan"]  # MEDDOCAN train: 500 notes, about 5 windows each of 256 subwords
+    assert plan["train_notes"] == 500 and 2000 < plan["train_windows"] < 3500
+    assert plan["epochs"] == 1 and plan["steps"] == plan["steps_per_epoch"]
 
 
 def test_unknown_config_key_exits_2(tmp_path):

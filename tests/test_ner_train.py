@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import pyarrow.parquet as pq
+import pytest
 from conftest import toy_notes
 
 from sdeid.brat import read_brat, write_brat
+from sdeid.config import ConfigError
 from sdeid.manifest import read_manifest
-from sdeid.ner_job import run_ner_train
+from sdeid.ner_job import ner_plan, run_ner_train
 from sdeid.ner_train import NerTrainConfig
+from sdeid.parquet_io import notes_to_table
+from sdeid.schema import Note, NoteError, Span
 
 
 def toy_config(tmp_path, tiny_bert, **over) -> NerTrainConfig:
@@ -61,13 +67,39 @@ def test_two_bf16_workers_learn_the_toy_corpus_and_keep_float32_weights(
 
 
 def test_min_steps_adds_epochs_to_a_small_share(tmp_path, tiny_bert, local_ray):
-    """Epochs of 2 steps (max_steps), 1 epoch asked and at least 5 steps: 3 epochs of 2 steps
-    run, and dev picks among the three."""
-    cfg = toy_config(tmp_path, tiny_bert, epochs=1, max_steps=2, min_steps=5, cpus_per_worker=1)
+    """Half the notes, epochs of 2 steps (max_steps), 1 epoch asked and at least 5 steps: 3
+    epochs of 2 steps run, dev picks among the three, and the dry-run plan said so before."""
+    cfg = toy_config(
+        tmp_path, tiny_bert, epochs=1, max_steps=2, min_steps=5, cpus_per_worker=1,
+        train_fraction=0.5,
+    )  # fmt: skip
+    plan = ner_plan(cfg, "toy")
     result = run_ner_train(cfg, tmp_path / "out")
 
     assert [(m["epoch"], m["steps"]) for m in result["epochs"]] == [(1, 2), (2, 2), (3, 2)]
     assert result["best_epoch"] in (1, 2, 3)
+    assert (plan["steps_per_epoch"], plan["epochs"], plan["steps"]) == (2, 3, 6)
+    counts = (result["train_notes"], result["train_windows"])
+    assert (plan["train_notes"], plan["train_windows"]) == counts
+    assert 0 < counts[0] < len(toy_notes(copies=8))  # a share, not every note
+
+
+def test_plan_counts_windows_and_refuses_a_run_with_idle_workers(tmp_path, tiny_bert):
+    """The dry-run plan without Ray: every training window counted (one per note here, the
+    notes being short), epochs of ceil(windows / workers / batch) steps; more workers than
+    windows is refused by name, as is a note that training would refuse."""
+    cfg = toy_config(tmp_path, tiny_bert, max_length=512, num_workers=2)
+    plan = ner_plan(cfg, "toy.yaml")
+    notes = len(toy_notes(copies=8))
+    assert (plan["train_notes"], plan["train_windows"]) == (notes, notes)
+    assert plan["steps_per_epoch"] == -(-(notes // 2) // 4) and plan["epochs"] == 12
+
+    with pytest.raises(ConfigError, match=f"toy.yaml: {notes} training windows over 99 workers"):
+        ner_plan(dataclasses.replace(cfg, num_workers=99), "toy.yaml")
+    bad = tmp_path / "bad.parquet"  # Parquet notes are checked as they are tokenized
+    pq.write_table(notes_to_table([Note("bad-1", "Ana vino.", [Span(0, 30, "FECHAS")])]), bad)
+    with pytest.raises(NoteError, match="bad.parquet: note bad-1"):
+        ner_plan(dataclasses.replace(cfg, train=str(bad)), "toy.yaml")
 
 
 def test_epochs_to_run_reaches_min_steps_only_when_short():

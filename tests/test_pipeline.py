@@ -166,6 +166,16 @@ def test_smoke_run_on_two_nodes_then_reuse_rerun_ablate_refresh(toy_corpus, tiny
     kept = list(old_report.parent.glob(f"{old_report.name}.prev-*"))
     assert len(kept) == 1 and (kept[0] / "report.json").is_file()  # the old output is kept
 
+    # A dry run plans the NER stages' schedules that ran: windows, and epochs.
+    planned = {
+        r["stage"]: r
+        for r in run_pipeline(load_pipeline_config(SMOKE, sets[1::2]), out, dry_run=True)
+    }
+    for stage in ("annotator", "synthetic_ner"):
+        ran = json.loads((out / stage / "metrics.json").read_text())
+        want = (ran["train_windows"], len(ran["epochs"]))
+        assert (planned[stage]["plan"]["train_windows"], planned[stage]["plan"]["epochs"]) == want
+
     # A changed generate setting plans new folders from generate on; upstream stays reused.
     dry = _sdeid(
         "run", "--config", SMOKE, "--out", str(out), *sets, "--set",
