@@ -70,7 +70,7 @@ def main() -> int:
     for k, checkout in sides.items():
         run_dir = checkout / "runs" / f"ab-{args.stage}-{k}"
         shutil.rmtree(run_dir, ignore_errors=True)
-        (run_dir).mkdir(parents=True)
+        run_dir.mkdir(parents=True)
         subprocess.run(["cp", "-al", str(source), str(run_dir / "stages")], check=True)
         runs[k] = run_dir
     results = {"a": [], "b": []}
