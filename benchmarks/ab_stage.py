@@ -49,8 +49,8 @@ def run_once(checkout: Path, run_dir: Path, args) -> dict:
 
 def paired_ratios(results: dict) -> dict:
     """B over A within each pair, per figure: the two runs of a pair ran minutes apart, so the
-    cores' drift mostly cancels; the median and range over pairs, and how many pairs B was
-    slower in (tokens/s: faster). Figures a side does not record are left out."""
+    cores' drift mostly cancels; the median and range over pairs, and in how many pairs B was
+    worse (a longer time, a lower rate). Figures a side does not record are left out."""
     out = {}
     for f in results["a"][0]:
         pairs = zip(results["a"], results["b"], strict=True)
