@@ -167,8 +167,9 @@ def run_stage(stage: str, notes: Path, out: Path, cpus: int, window_batches: int
         ray.init(address=address)
     else:
         ray.init(num_cpus=2 * cpus, include_dashboard=False)
-    # Built (or found) before the clock: building it imports torch into this process, which
-    # would count 450 MB and seconds against the stage at whichever size runs first.
+    # Built by measure() before this process started, so only found here: building it imports
+    # torch and holds a model, about 450 MB that this process's peak would count against the
+    # stage at whichever size ran first.
     tagger = tiny_tagger(WORK / "tiny-tagger") if stage in ("annotate", "ner") else None
     counts: dict = {}
     with MemoryWatch(anywhere=bool(address)) as mem:
@@ -270,6 +271,8 @@ def measure(stage: str, n: int, cpus: int, nodes: int, window_batches: int) -> d
 
     notes = WORK / f"notes-{n}"
     write_notes(notes, n)
+    if stage in ("annotate", "ner"):
+        tiny_tagger(WORK / "tiny-tagger")  # here, not in the measured process (run_stage)
     cores = ",".join(str(c) for c in range(cpus))
     cmd = ["taskset", "-c", cores, sys.executable, __file__, "_stage", stage, str(notes)]
     result = WORK / f"result-{stage}-{n}-{cpus}-{nodes}.json"
